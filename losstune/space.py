@@ -1,0 +1,340 @@
+"""LossSpace: loss families and their search ranges, as KerasTuner hyperparameters.
+
+A space is a task, a baseline family, a set of families each with a range per hyperparameter, and the
+optional class-weight modifier. `declare(hp)` turns it into KerasTuner hyperparameters: one
+`Choice("loss")` over the family names and, inside `hp.conditional_scope("loss", [family])`, one
+hyperparameter per tuned parameter, named `family/param` so two families never share a name (the
+HParams dashboard refuses duplicates). The class-weight power, `class_weights/power`, is active for
+every family the modifier applies to.
+
+Every hyperparameter's default is the baseline's value, so "all defaults" *is* the baseline trial
+(KerasTuner's grid search starts there; `losstune.search` puts it first for the other tuners).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from dataclasses import dataclass
+
+from losstune import families as families_module
+from losstune.class_weights import class_weights_from_counts
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+LOSS_HP = "loss"
+POWER_HP = "class_weights/power"
+_SAMPLINGS = ("linear", "log", "reverse_log")
+_POWER = families_module.Hyperparameter(
+    "power", "float", 0.0, low=0.0, high=2.0, search=(0.0, 1.0),
+    doc="w_c ~ n_c ** -power: 0 = unweighted, 1 = inverse frequency",
+)
+_SPACE_KEYS = ("task", "baseline", "families", "class_weights", "description")
+
+
+@dataclass(frozen=True)
+class ParamRange:
+    """How one hyperparameter is searched: a fixed `value`, a range `low..high`, or a list of `values`."""
+
+    value: object = None
+    low: float | None = None
+    high: float | None = None
+    sampling: str = "linear"
+    step: float | None = None
+    values: tuple | None = None
+
+    @property
+    def fixed(self):
+        return self.low is None and self.values is None
+
+    def contains(self, value):
+        if self.fixed:
+            return value == self.value
+        if self.values is not None:
+            return value in self.values
+        return self.low <= value <= self.high
+
+    def default(self, preferred):
+        """The baseline value: `preferred` (the family default) when the range holds it, else its start."""
+        if self.fixed:
+            return self.value
+        if self.contains(preferred):
+            return preferred
+        return self.values[0] if self.values is not None else self.low
+
+
+def _parse_range(where, hyper: families_module.Hyperparameter, spec) -> ParamRange:
+    """A TOML/dict spec -> ParamRange, validated against the family's valid range."""
+    family = where
+
+    def valid(value, key):
+        try:
+            return hyper.validate(family, value)
+        except ValueError as err:
+            raise ValueError(f"{key}: {err}") from None
+
+    key = f"{where}.{hyper.name}"
+    if not isinstance(spec, dict):
+        return ParamRange(value=valid(spec, key))
+    unknown = set(spec) - {"min", "max", "sampling", "step", "values"}
+    if unknown:
+        raise ValueError(
+            f"{key}: unknown keys {sorted(unknown)}; a range takes min, max, sampling, step, "
+            f"or values = [...]."
+        )
+    if "values" in spec:
+        if set(spec) != {"values"}:
+            raise ValueError(f"{key}: `values` cannot be combined with {sorted(set(spec) - {'values'})}.")
+        values = spec["values"]
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"{key}: `values` must be a non-empty list, got {values!r}.")
+        return ParamRange(values=tuple(valid(v, key) for v in values))
+    if hyper.kind not in ("float", "int"):
+        raise ValueError(
+            f"{key}: a {hyper.kind} hyperparameter takes a fixed value or values = [...], not a range."
+        )
+    if "min" not in spec or "max" not in spec:
+        raise ValueError(f"{key}: a range needs both `min` and `max`, got {spec!r}.")
+    low, high = valid(spec["min"], key), valid(spec["max"], key)
+    if low > high:
+        raise ValueError(f"{key}: `min` ({low!r}) must be <= `max` ({high!r}).")
+    sampling = spec.get("sampling", "linear")
+    if sampling not in _SAMPLINGS:
+        raise ValueError(f"{key}: `sampling` must be one of {list(_SAMPLINGS)}, got {sampling!r}.")
+    if sampling == "log" and low <= 0:
+        raise ValueError(f"{key}: sampling 'log' needs `min` > 0, got {low!r}.")
+    step = spec.get("step")
+    if step is not None:
+        step = valid_step(key, step, hyper.kind)
+    return ParamRange(low=low, high=high, sampling=sampling, step=step)
+
+
+def valid_step(key, step, kind):
+    if isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0:
+        raise ValueError(f"{key}: `step` must be a number > 0, got {step!r}.")
+    if kind == "int" and step != int(step):
+        raise ValueError(f"{key}: `step` of an integer hyperparameter must be an integer, got {step!r}.")
+    return step
+
+
+@dataclass(frozen=True)
+class TrialLoss:
+    """The loss of one trial: a family, its parameters, and the class-weight power (None: unweighted)."""
+
+    family: str
+    params: dict
+    power: float | None
+
+    def build(self, task, *, class_counts=None, from_logits=False):
+        fam = families_module.get(self.family)
+        class_weights = None
+        if self.power is not None and self.power > 0:
+            class_weights = class_weights_from_counts(class_counts, self.power, task)
+        return fam.build(
+            self.params, task=task, from_logits=from_logits,
+            class_counts=class_counts, class_weights=class_weights,
+        )
+
+
+class LossSpace:
+    """A search space over loss families.
+
+    Args:
+        families: mapping family name -> mapping hyperparameter name -> spec, where a spec is a fixed value,
+            `{"min": a, "max": b, "sampling": "linear"|"log"|"reverse_log", "step": s}` or
+            `{"values": [...]}`. Hyperparameters left out stay at the family default.
+        task: "binary", "multiclass", "multilabel", "pairs", "embedding" or "regression".
+        baseline: the family of the baseline trial (default: the first family). It is run at its
+            default hyperparameters (clipped into the space's range) and without class weights.
+        class_weights: optional `{"power": spec}`: the class-weight modifier for the families it applies to.
+        source: where the space came from, for error messages.
+    """
+
+    def __init__(self, families, task, baseline=None, class_weights=None, source="LossSpace", description=""):
+        self.source = source
+        self.description = description
+        from losstune.losses.base import TASKS
+
+        if task not in TASKS:
+            raise ValueError(f"{source}: `task` must be one of {list(TASKS)}, got {task!r}.")
+        self.task = task
+        if not isinstance(families, dict) or not families:
+            raise ValueError(f"{source}: `families` must name at least one loss family, got {families!r}.")
+        self.families = {}
+        for name, specs in families.items():
+            if name not in families_module.available():
+                raise ValueError(
+                    f"{source}: unknown loss family {name!r} in [families]; "
+                    f"available: {families_module.available()}."
+                )
+            fam = families_module.get(name)
+            if task not in fam.tasks:
+                raise ValueError(
+                    f"{source}: family {name!r} does not fit task {task!r}; it fits {list(fam.tasks)}. "
+                    f"Families for {task!r}: {families_module.available(task)}."
+                )
+            specs = specs or {}
+            if not isinstance(specs, dict):
+                raise ValueError(f"{source}: families.{name} must be a table of hyperparameters, got {specs!r}.")
+            ranges = {}
+            for pname, spec in specs.items():
+                try:
+                    hyper = fam.hyperparameter(pname)
+                except ValueError as err:
+                    raise ValueError(f"{source}: families.{name}: {err}") from None
+                ranges[pname] = _parse_range(f"{source}: families.{name}", hyper, spec)
+            self.families[name] = ranges
+        self.baseline = baseline if baseline is not None else next(iter(self.families))
+        if self.baseline not in self.families:
+            raise ValueError(
+                f"{source}: `baseline` must be one of the space's families {list(self.families)}, "
+                f"got {self.baseline!r}."
+            )
+        self.power = None
+        if class_weights:
+            if not isinstance(class_weights, dict) or set(class_weights) - {"power"}:
+                raise ValueError(
+                    f"{source}: [class_weights] takes only `power`, got {class_weights!r}."
+                )
+            if task not in ("binary", "multiclass", "multilabel"):
+                raise ValueError(f"{source}: [class_weights] applies to classification tasks, not {task!r}.")
+            if "power" in class_weights:
+                self.power = _parse_range(f"{source}: class_weights", _POWER, class_weights["power"])
+
+    # ---------------------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data, source="LossSpace"):
+        if not isinstance(data, dict):
+            raise ValueError(f"{source}: a search space is a table, got {type(data).__name__}.")
+        unknown = set(data) - set(_SPACE_KEYS)
+        if unknown:
+            raise ValueError(f"{source}: unknown keys {sorted(unknown)}; allowed: {list(_SPACE_KEYS)}.")
+        if "task" not in data:
+            raise ValueError(f"{source}: missing `task`; one of binary, multiclass, multilabel, pairs, regression.")
+        return cls(
+            families=data.get("families"), task=data["task"], baseline=data.get("baseline"),
+            class_weights=data.get("class_weights"), source=source, description=data.get("description", ""),
+        )
+
+    @classmethod
+    def from_toml(cls, path_or_name):
+        """Load a space from a `.toml` file, or a bundled space by name (see `losstune.spaces.available()`)."""
+        path = str(path_or_name)
+        if not path.endswith(".toml") and os.sep not in path and "/" not in path:
+            from losstune import spaces
+
+            return spaces.load(path)
+        if not os.path.isfile(path):
+            raise ValueError(f"space file {path!r} does not exist.")
+        with open(path, "rb") as fh:
+            text = fh.read()
+        return cls.from_toml_text(text.decode("utf-8"), source=path)
+
+    @classmethod
+    def from_toml_text(cls, text, source="<toml>"):
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            # The decoder's message carries the line and column: "... (at line 3, column 9)".
+            raise ValueError(f"{source}: malformed TOML: {err}") from None
+        return cls.from_dict(data, source=source)
+
+    @classmethod
+    def coerce(cls, space):
+        """A LossSpace from a LossSpace, a bundled name, a path, or a dict."""
+        if isinstance(space, LossSpace):
+            return space
+        if isinstance(space, dict):
+            return cls.from_dict(space)
+        if isinstance(space, (str, os.PathLike)):
+            return cls.from_toml(space)
+        raise ValueError(
+            f"`space` must be a bundled space name, a path to a .toml file or a losstune.LossSpace, got {space!r}."
+        )
+
+    # ---------------------------------------------------------------------------------------------
+    def tuned(self):
+        """(hyperparameter name, family, Hyperparameter, ParamRange) for every non-fixed parameter."""
+        rows = []
+        for name, ranges in self.families.items():
+            fam = families_module.get(name)
+            for pname, rng in ranges.items():
+                if not rng.fixed:
+                    rows.append((f"{name}/{pname}", name, fam.hyperparameter(pname), rng))
+        return rows
+
+    @property
+    def loss_is_tuned(self):
+        """True when trials can differ in their loss (more than one family or any tuned parameter)."""
+        return len(self.families) > 1 or bool(self.tuned()) or (self.power is not None and not self.power.fixed)
+
+    def weightable(self):
+        return [n for n in self.families if families_module.get(n).weightable]
+
+    def declare(self, hp) -> TrialLoss:
+        """Declare this space's hyperparameters on `hp` and return the trial's loss choice."""
+        names = list(self.families)
+        order = [self.baseline] + [n for n in names if n != self.baseline]
+        family = hp.Choice(LOSS_HP, order, default=self.baseline) if len(names) > 1 else hp.Fixed(LOSS_HP, names[0])
+        params = {}
+        for name, ranges in self.families.items():
+            fam = families_module.get(name)
+            with hp.conditional_scope(LOSS_HP, [name]):
+                for pname, rng in ranges.items():
+                    value = _declare_one(hp, f"{name}/{pname}", fam.hyperparameter(pname), rng)
+                    if name == family:
+                        params[pname] = value
+        power = None
+        weightable = self.weightable()
+        if self.power is not None and weightable:
+            with hp.conditional_scope(LOSS_HP, weightable):
+                value = _declare_one(hp, POWER_HP, _POWER, self.power, preferred=0.0)
+            if family in weightable:
+                power = value
+        return TrialLoss(family=family, params=params, power=power)
+
+    def baseline_loss(self) -> TrialLoss:
+        fam = families_module.get(self.baseline)
+        params = {p: r.default(fam.hyperparameter(p).default) for p, r in self.families[self.baseline].items()}
+        power = None
+        if self.power is not None and self.baseline in self.weightable():
+            power = self.power.default(0.0)
+        return TrialLoss(self.baseline, params, power)
+
+    def trial_loss(self, values) -> TrialLoss:
+        """The TrialLoss of a trial's hyperparameter values (as KerasTuner stores them)."""
+        family = values.get(LOSS_HP, self.baseline)
+        prefix = f"{family}/"
+        params = {k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)}
+        fam = families_module.get(family)
+        for pname, rng in self.families.get(family, {}).items():
+            params.setdefault(pname, rng.default(fam.hyperparameter(pname).default))
+        power = values.get(POWER_HP) if family in self.weightable() else None
+        return TrialLoss(family, params, power)
+
+    def hparam_names(self):
+        """Every hyperparameter name this space can declare, in a stable order."""
+        names = [LOSS_HP]
+        for name, ranges in self.families.items():
+            names += [f"{name}/{p}" for p in ranges]
+        if self.power is not None and self.weightable():
+            names.append(POWER_HP)
+        return names
+
+    def __repr__(self):
+        return f"LossSpace(task={self.task!r}, families={list(self.families)}, baseline={self.baseline!r})"
+
+
+def _declare_one(hp, name, hyper, rng: ParamRange, preferred=None):
+    default = rng.default(hyper.default if preferred is None else preferred)
+    if rng.fixed:
+        return hp.Fixed(name, rng.value)
+    if rng.values is not None:
+        return hp.Choice(name, list(rng.values), default=default)
+    if hyper.kind == "int":
+        return hp.Int(name, int(rng.low), int(rng.high), step=int(rng.step or 1), sampling=rng.sampling, default=int(default))
+    return hp.Float(name, rng.low, rng.high, step=rng.step, sampling=rng.sampling, default=float(default))
