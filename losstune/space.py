@@ -58,6 +58,16 @@ class ParamRange:
             return value in self.values
         return self.low <= value <= self.high
 
+    def to_spec(self):
+        if self.fixed:
+            return self.value
+        if self.values is not None:
+            return {"values": list(self.values)}
+        spec = {"min": self.low, "max": self.high, "sampling": self.sampling}
+        if self.step is not None:
+            spec["step"] = self.step
+        return spec
+
     def default(self, preferred):
         """The baseline value: `preferred` (the family default) when the range holds it, else its start."""
         if self.fixed:
@@ -324,6 +334,19 @@ class LossSpace:
         if self.power is not None and self.weightable():
             names.append(POWER_HP)
         return names
+
+    def to_dict(self):
+        """The space as plain data (what `from_dict` reads back)."""
+        data = {
+            "task": self.task,
+            "baseline": self.baseline,
+            "families": {n: {p: r.to_spec() for p, r in ranges.items()} for n, ranges in self.families.items()},
+        }
+        if self.description:
+            data["description"] = self.description
+        if self.power is not None:
+            data["class_weights"] = {"power": self.power.to_spec()}
+        return data
 
     def __repr__(self):
         return f"LossSpace(task={self.task!r}, families={list(self.families)}, baseline={self.baseline!r})"

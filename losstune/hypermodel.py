@@ -1,0 +1,140 @@
+"""LossHyperModel: a KerasTuner HyperModel whose trials differ in their loss.
+
+It respects KerasTuner's `build(hp)` / `fit(hp, model, *args, **kwargs)` contract, so it drops into any
+KerasTuner tuner unchanged:
+
+    hm = losstune.LossHyperModel(build_model, "imbalanced_multiclass", class_counts=counts)
+    tuner = keras_tuner.RandomSearch(hm, objective=keras_tuner.Objective("val_macro_f1", "max"), ...)
+    tuner.search(x, y, validation_data=(xv, yv), epochs=10)
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import keras_tuner
+
+from losstune import objectives
+from losstune.space import LossSpace
+
+
+class NonFiniteLossGuard(keras.callbacks.Callback):
+    """Stops training at the first batch whose loss is NaN or infinite, and remembers why."""
+
+    def __init__(self):
+        super().__init__()
+        self.failure = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        value = (logs or {}).get("loss")
+        if value is not None and not math.isfinite(float(value)):
+            self.failure = f"training loss became {float(value)} at batch {batch} of epoch {self._epoch}"
+            self.model.stop_training = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+
+class LossHyperModel(keras_tuner.HyperModel):
+    """A HyperModel that compiles the user's model with each trial's loss.
+
+    Args:
+        build_model: `callable(hp) -> keras.Model` (it may declare its own hyperparameters), or a
+            `keras.Model`, cloned for each trial with its initial weights copied.
+        space: a `LossSpace`, a bundled space name or a path to a `.toml` file.
+        task: overrides the space's task (rarely needed).
+        class_counts: training examples per class (positives per label for multilabel), for the class-weight
+            modifier and the families that use class statistics (LDAM, logit adjustment, class-balanced).
+        from_logits: whether the model outputs logits (True) or probabilities (False).
+        optimizer: an optimizer name, config dict or instance; a fresh copy is made for every model.
+        metrics: extra metrics (names or instances, copied for every model) besides the task's defaults.
+        seed: every model starts from the same initial weights and sees the same data order for a seed.
+    """
+
+    def __init__(
+        self,
+        build_model,
+        space,
+        *,
+        task=None,
+        class_counts=None,
+        from_logits=False,
+        optimizer="adam",
+        metrics=None,
+        seed=0,
+        name=None,
+        tunable=True,
+    ):
+        super().__init__(name=name, tunable=tunable)
+        if not (callable(build_model) or isinstance(build_model, keras.Model)):
+            raise ValueError(
+                f"`build_model` must be a callable(hp) -> keras.Model or a keras.Model, got {build_model!r}."
+            )
+        self.build_model = build_model
+        self.space = LossSpace.coerce(space)
+        self.task = task or self.space.task
+        self.class_counts = None if class_counts is None else [float(c) for c in class_counts]
+        self.from_logits = bool(from_logits)
+        self.optimizer = optimizer
+        self.metrics = list(metrics or [])
+        self.seed = int(seed)
+        # Set by losstune's tuners before each execution of a trial so executions differ in their seed.
+        self.execution = 0
+
+    # --- KerasTuner contract -------------------------------------------------------------------------
+    def declare_hyperparameters(self, hp):
+        self.space.declare(hp)
+
+    def build(self, hp):
+        trial_loss = self.space.declare(hp)
+        keras.utils.set_random_seed(self.seed + self.execution)
+        model = self._user_model(hp)
+        loss = trial_loss.build(self.task, class_counts=self.class_counts, from_logits=self.from_logits)
+        model.compile(optimizer=self._fresh_optimizer(), loss=loss, metrics=self.fresh_metrics(model))
+        return model
+
+    def fit(self, hp, model, *args, **kwargs):
+        keras.utils.set_random_seed(self.seed + self.execution)  # the same data order for every trial
+        guard = NonFiniteLossGuard()
+        kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + [guard]
+        history = model.fit(*args, **kwargs)
+        if guard.failure:
+            # Fails the trial without retry; the search goes on with the next one.
+            raise keras_tuner.errors.FailedTrialError(guard.failure)
+        return history
+
+    # --- helpers -------------------------------------------------------------------------------------
+    def _user_model(self, hp):
+        if isinstance(self.build_model, keras.Model):
+            model = keras.models.clone_model(self.build_model)
+            model.set_weights(self.build_model.get_weights())
+            return model
+        model = self.build_model(hp)
+        if not isinstance(model, keras.Model):
+            raise ValueError(f"`build_model(hp)` must return a keras.Model, got {type(model).__name__}.")
+        return model
+
+    def _fresh_optimizer(self):
+        opt = self.optimizer
+        if isinstance(opt, keras.optimizers.Optimizer):
+            return opt.__class__.from_config(opt.get_config())
+        if callable(opt) and not isinstance(opt, (str, dict)):
+            return opt()
+        return keras.optimizers.get(opt)
+
+    def fresh_metrics(self, model):
+        num_outputs = model.outputs[0].shape[-1] if getattr(model, "outputs", None) else 1
+        extra = [
+            m.__class__.from_config(m.get_config()) if isinstance(m, keras.metrics.Metric) else m
+            for m in self.metrics
+        ]
+        return objectives.default_metrics(self.task, from_logits=self.from_logits, num_outputs=num_outputs) + extra
+
+    def metric_names(self, num_outputs=1):
+        """Names of the metrics every compiled model reports (for objective validation)."""
+        names = [m.name for m in objectives.default_metrics(self.task, from_logits=self.from_logits,
+                                                            num_outputs=num_outputs)]
+        for m in self.metrics:
+            names.append(m.name if isinstance(m, keras.metrics.Metric) else str(m))
+        return names

@@ -1,0 +1,207 @@
+"""TensorBoard logging of a loss search: per-trial scalars, an HParams session per execution, a picture of
+each trial's loss, and a summary run with best vs baseline.
+
+Layout under the log directory:
+
+    <logdir>/                       hparams_config: every hyperparameter with an explicit domain
+    <logdir>/<trial_id>/            a picture of the trial's loss
+    <logdir>/<trial_id>/execution<k>/{train,validation}   Keras's epoch scalars
+    <logdir>/<trial_id>/execution<k>/                     HParams session (group = trial id), trial_score
+    <logdir>/summary/               best vs baseline
+
+KerasTuner's own hook skips inactive conditional hyperparameters, and the HParams dashboard hides or
+splits sessions whose hparam sets differ, so every session here carries every hyperparameter; an inactive
+one holds the sentinel `INACTIVE_NUMBER` (-1.0) or `INACTIVE_TEXT` ("inactive"), and every numeric
+domain includes -1.0. Booleans are logged as the strings "true"/"false".
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+INACTIVE_NUMBER = -1.0
+INACTIVE_TEXT = "inactive"
+TRIAL_SCORE = "trial_score"
+
+
+def _tf():
+    import tensorflow as tf
+
+    return tf
+
+
+def _hp_api():
+    from tensorboard.plugins.hparams import api
+
+    return api
+
+
+def _searchable(hp):
+    return not hp.name.startswith("tuner/")
+
+
+def _domain(hp):
+    """A TensorBoard domain for a KerasTuner hyperparameter, the inactive sentinel included."""
+    api = _hp_api()
+    kind = type(hp).__name__
+    if kind == "Boolean":
+        return api.Discrete(["true", "false", INACTIVE_TEXT])
+    if kind in ("Choice", "Fixed"):
+        values = list(hp.values) if kind == "Choice" else [hp.value]
+        if all(isinstance(v, bool) for v in values):
+            return api.Discrete(["true", "false", INACTIVE_TEXT])
+        if all(isinstance(v, (int, float)) for v in values):
+            return api.Discrete(sorted({float(v) for v in values} | {INACTIVE_NUMBER}))
+        return api.Discrete(sorted({str(v) for v in values} | {INACTIVE_TEXT}))
+    if kind in ("Float", "Int"):
+        return api.RealInterval(float(min(hp.min_value, INACTIVE_NUMBER)), float(max(hp.max_value, INACTIVE_NUMBER)))
+    return None
+
+
+def _is_text(hp):
+    kind = type(hp).__name__
+    values = getattr(hp, "values", None) or ([hp.value] if kind == "Fixed" else [])
+    return kind == "Boolean" or any(isinstance(v, (bool, str)) for v in values)
+
+
+def session_hparams(space_hps, values):
+    """Every searchable hyperparameter's value for one trial; inactive ones get the sentinel."""
+    out = {}
+    for hp in space_hps:
+        if not _searchable(hp):
+            continue
+        value = values.get(hp.name)
+        if value is None:
+            out[hp.name] = INACTIVE_TEXT if _is_text(hp) else INACTIVE_NUMBER
+        elif isinstance(value, bool):
+            out[hp.name] = "true" if value else "false"
+        elif isinstance(value, (int, float)):
+            out[hp.name] = float(value)
+        else:
+            out[hp.name] = str(value)
+    return out
+
+
+def write_hparams_config(logdir, space_hps, objective_name):
+    """The explicit HParams experiment config: every hyperparameter with its domain; the metrics."""
+    tf, api = _tf(), _hp_api()
+    hparams = [api.HParam(hp.name, _domain(hp)) for hp in space_hps if _searchable(hp)]
+    metric_tag = objective_name[4:] if objective_name.startswith("val_") else objective_name
+    group = "validation" if objective_name.startswith("val_") else "train"
+    metrics = [
+        api.Metric(TRIAL_SCORE, display_name=f"{objective_name} (trial score)"),
+        api.Metric(f"epoch_{metric_tag}", group=group, display_name=f"{objective_name} per epoch"),
+    ]
+    with tf.summary.create_file_writer(logdir).as_default():
+        api.hparams_config(hparams=hparams, metrics=metrics)
+
+
+def session_callback(execution_dir, hparams, group):
+    """TensorBoard's own Keras callback that writes the HParams session of one execution."""
+    return _hp_api().KerasCallback(execution_dir, hparams, trial_id=group)
+
+
+def end_trial(trial_dir, score, failed, message=""):
+    """After a trial: its score as `trial_score`, and FAILURE status, in each execution's session."""
+    tf = _tf()
+    from tensorboard.plugins.hparams import api_pb2
+    from tensorboard.plugins.hparams import summary as hparams_summary
+
+    if not os.path.isdir(trial_dir):
+        return
+    for name in sorted(os.listdir(trial_dir)):
+        execution_dir = os.path.join(trial_dir, name)
+        if not (name.startswith("execution") and os.path.isdir(execution_dir)):
+            continue
+        with tf.summary.create_file_writer(execution_dir).as_default():
+            if failed:
+                pb = hparams_summary.session_end_pb(api_pb2.STATUS_FAILURE)
+                raw = tf.constant(pb.SerializeToString())
+                tf.summary.experimental.write_raw_pb(raw, step=0)
+                tf.summary.text("failure", message or "trial failed", step=0)
+            elif score is not None and np.isfinite(score):
+                tf.summary.scalar(TRIAL_SCORE, float(score), step=0)
+
+
+# ------------------------------------------------------------------------------------------------------
+# The picture of a loss: loss as a function of the predicted probability of the true class (or of the
+# distance for pairs, the residual for regression), beside the plain reference loss.
+# ------------------------------------------------------------------------------------------------------
+def loss_curve(loss, task, num_outputs, from_logits):
+    """(x, y) of `loss` along its natural axis, or None where the task has no 1-D picture."""
+    x = np.linspace(0.01, 0.99, 99).astype("float32")
+    if task == "multiclass":
+        c = max(int(num_outputs), 2)
+        p = np.stack([x] + [(1 - x) / (c - 1)] * (c - 1), axis=1)
+        y_pred = np.log(p) if from_logits else p
+        y_true = np.zeros((len(x),), "float32")
+    elif task in ("binary", "multilabel"):
+        k = max(int(num_outputs), 1)
+        p = np.repeat(x[:, None], k, axis=1)
+        y_pred = np.log(p / (1 - p)) if from_logits else p
+        y_true = np.ones_like(p)
+    elif task == "pairs":
+        x = np.linspace(0.0, 3.0, 100).astype("float32")
+        y_true, y_pred = np.ones_like(x), x[:, None]
+        similar = _per_sample(loss, y_true, y_pred)
+        dissimilar = _per_sample(loss, np.zeros_like(x), y_pred)
+        return x, [similar, dissimilar]
+    elif task == "regression":
+        x = np.linspace(-3.0, 3.0, 121).astype("float32")
+        y_true, y_pred = np.zeros((len(x), 1), "float32"), x[:, None]
+    else:
+        return None
+    return x, [_per_sample(loss, y_true, y_pred.astype("float32"))]
+
+
+def _per_sample(loss, y_true, y_pred):
+    values = loss.call(np.asarray(y_true, "float32"), np.asarray(y_pred, "float32"))
+    return np.asarray(values, dtype="float64").reshape(len(y_pred), -1).mean(axis=1)
+
+
+def render_curves(curves, height=200, width=300):
+    """A small RGB line plot (uint8, H x W x 3) of 1-D curves sharing one x axis; no text."""
+    colors = [(31, 119, 180), (214, 39, 40), (127, 127, 127)]
+    img = np.full((height, width, 3), 255, np.uint8)
+    pad = 12
+    img[height - pad, pad:width - pad] = 0
+    img[pad:height - pad, pad] = 0
+    finite = [c[np.isfinite(c)] for c in curves]
+    top = max((float(np.percentile(f, 98)) for f in finite if f.size), default=1.0)
+    bottom = min((float(f.min()) for f in finite if f.size), default=0.0)
+    span = max(top - bottom, 1e-12)
+    for k, curve in enumerate(curves):
+        xs = np.linspace(pad, width - pad - 1, len(curve))
+        fine_x = np.linspace(pad, width - pad - 1, (width - 2 * pad) * 4)
+        fine_y = np.interp(fine_x, xs, np.nan_to_num(curve, nan=top, posinf=top))
+        rows = (height - pad) - (np.clip(fine_y, bottom, top) - bottom) / span * (height - 2 * pad - 1)
+        for dr in (-1, 0, 1):
+            for dc in (-1, 0, 1):
+                r = np.clip(rows.astype(int) + dr, 0, height - 1)
+                c = np.clip(fine_x.astype(int) + dc, 0, width - 1)
+                img[r, c] = colors[k % len(colors)]
+    return img
+
+
+def write_loss_picture(trial_dir, loss, task, num_outputs, from_logits, description):
+    curve = loss_curve(loss, task, num_outputs, from_logits)
+    if curve is None:
+        return
+    _, curves = curve
+    tf = _tf()
+    image = render_curves(curves)[None]
+    with tf.summary.create_file_writer(trial_dir).as_default():
+        tf.summary.image("loss_curve", image, step=0, description=description)
+
+
+def write_summary(logdir, rows_markdown, best_score, baseline_score):
+    """The `summary` run: best vs baseline as scalars and as a table."""
+    tf = _tf()
+    with tf.summary.create_file_writer(os.path.join(logdir, "summary")).as_default():
+        if best_score is not None:
+            tf.summary.scalar("best_score", float(best_score), step=0)
+        if baseline_score is not None:
+            tf.summary.scalar("baseline_score", float(baseline_score), step=0)
+        tf.summary.text("best_vs_baseline", rows_markdown, step=0)
