@@ -1,0 +1,5 @@
+import sys
+
+from losstune.cli import main
+
+sys.exit(main())

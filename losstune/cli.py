@@ -1,0 +1,195 @@
+"""The `losstune` command: demo, search, show, export, spaces."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+_EXAMPLES = {
+    "demo": "example: losstune demo --trials 12 --epochs 40 --directory runs/demo",
+    "search": ("example: losstune search --data data.npz --model mymodels:build --space imbalanced_multiclass "
+               "--trials 20 --epochs 10 --directory runs/mysearch\n"
+               "data.npz holds x_train, y_train, x_val, y_val (several inputs: x_train_0, x_train_1, ...)."),
+    "show": "example: losstune show runs/demo/search",
+    "export": "example: losstune export runs/demo/search -o best_loss.json",
+    "spaces": "example: losstune spaces",
+}
+
+
+class UsageError(Exception):
+    """A problem with the command line's input: reported in one line, exit status 2."""
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="losstune",
+        description="Find the best loss function for a Keras model (a KerasTuner search over losses).",
+        epilog="run 'losstune VERB --help' for each verb's options and an example.",
+    )
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def verb(name, help_text):
+        return verbs.add_parser(name, help=help_text, description=help_text, epilog=_EXAMPLES[name],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    def search_options(p, trials, epochs, directory):
+        p.add_argument("--tuner", default="bayesian", help="random | grid | bayesian | hyperband (default: %(default)s)")
+        p.add_argument("--trials", type=int, default=trials, help="trials in all, the baseline included (default: %(default)s)")
+        p.add_argument("--epochs", type=int, default=epochs, help="epochs per trial (default: %(default)s)")
+        p.add_argument("--objective", default=None, help="metric to rank trials by (default: the task's, e.g. val_macro_f1)")
+        p.add_argument("--directory", default=directory, help="where the search lives; run again to resume (default: %(default)s)")
+        p.add_argument("--seed", type=int, default=0, help="seed of weights, data order and tuner (default: %(default)s)")
+        p.add_argument("--batch-size", type=int, default=32, help="(default: %(default)s)")
+        p.add_argument("--confirm-seeds", type=int, default=0,
+                       help="retrain best and baseline with N fresh seeds and report a 95%% CI of the gain (default: off)")
+        p.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming")
+        p.add_argument("-v", "--verbose", action="store_true", help="show Keras's progress bar for every epoch")
+
+    demo = verb("demo", "Run a real loss search on the bundled long-tailed digits dataset (imbalance 50:1).")
+    search_options(demo, trials=12, epochs=40, directory="runs/demo")
+    demo.add_argument("--imbalance", type=float, default=50.0, help="largest / smallest class size (default: %(default)s)")
+
+    search = verb("search", "Search the loss for your model on your data.")
+    search.add_argument("--data", required=True, help=".npz file with x_train, y_train, x_val, y_val")
+    search.add_argument("--model", required=True, help="module:function; function(hp) returns a keras.Model")
+    search.add_argument("--space", required=True, help="a bundled space name (see 'losstune spaces') or a .toml file")
+    search.add_argument("--from-logits", action="store_true", help="the model outputs logits, not probabilities")
+    search_options(search, trials=20, epochs=10, directory="runs/losstune")
+
+    show = verb("show", "Print a search's trials table with best vs baseline.")
+    show.add_argument("dir", help="the search's directory (DIRECTORY/search)")
+
+    export = verb("export", "Write a search's best loss as a JSON config (load it with losstune.load_loss).")
+    export.add_argument("dir", help="the search's directory (DIRECTORY/search)")
+    export.add_argument("-o", "--output", default="best_loss.json", help="output file (default: %(default)s)")
+
+    verb("spaces", "List the bundled search spaces.")
+    return parser
+
+
+def _load_npz(path):
+    import numpy as np
+
+    if not os.path.isfile(path):
+        raise UsageError(f"--data: no such file: {path}")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except Exception as err:  # noqa: BLE001
+        raise UsageError(f"--data: {path} is not a readable .npz file ({err})") from None
+    arrays = {}
+    for name in ("x_train", "y_train", "x_val", "y_val"):
+        if name in archive.files:
+            arrays[name] = archive[name]
+            continue
+        parts = sorted((k for k in archive.files if k.startswith(name + "_")), key=lambda k: int(k.rsplit("_", 1)[1]))
+        if not parts or not name.startswith("x"):
+            raise UsageError(f"--data: {path} has no array {name!r} (it has {sorted(archive.files)}); "
+                             f"it needs x_train, y_train, x_val, y_val")
+        arrays[name] = [archive[k] for k in parts]
+    return arrays
+
+
+def _load_builder(spec):
+    module_name, _, function = spec.partition(":")
+    if not module_name or not function:
+        raise UsageError(f"--model: expected module:function, got {spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise UsageError(f"--model: cannot import module {module_name!r}: {err}") from None
+    builder = getattr(module, function, None)
+    if not callable(builder):
+        raise UsageError(f"--model: module {module_name!r} has no function {function!r}")
+    return builder
+
+
+def _run_search(args, builder, data, space, from_logits):
+    import losstune
+
+    result = losstune.search(
+        builder, data["x_train"], data["y_train"], validation_data=(data["x_val"], data["y_val"]), space=space,
+        objective=args.objective, tuner=args.tuner, max_trials=args.trials, epochs=args.epochs,
+        seed=args.seed, directory=args.directory, overwrite=args.overwrite, from_logits=from_logits,
+        batch_size=args.batch_size, confirm_seeds=args.confirm_seeds, verbose=1 if args.verbose else 0,
+    )
+    path = result.export()
+    print()
+    print(result.summary())
+    print(f"best loss config: {path}")
+    print(f"load it with:     loss = losstune.load_loss({path!r})")
+    print(f"watch the trials: tensorboard --logdir {os.path.join(result.directory, 'logs')}")
+    return result
+
+
+def demo_model(hp=None):
+    """The demo's model: a small MLP on 8x8 digit images."""
+    import keras
+
+    return keras.Sequential([
+        keras.Input((64,)),
+        keras.layers.Dense(64, activation="relu"),
+        keras.layers.Dense(10, activation="softmax"),
+    ])
+
+
+def _demo(args):
+    from losstune import datasets
+
+    split = datasets.long_tailed_digits(imbalance=args.imbalance, seed=args.seed)
+    print(f"long-tailed digits: {len(split.y_train)} training examples, imbalance {args.imbalance:g}:1, "
+          f"balanced validation set of {len(split.y_val)}")
+    data = {"x_train": split.x_train, "y_train": split.y_train, "x_val": split.x_val, "y_val": split.y_val}
+    _run_search(args, demo_model, data, "imbalanced_multiclass", from_logits=False)
+
+
+def _show(args):
+    from losstune.result import SearchResult
+
+    print(SearchResult.from_directory(args.dir).table())
+
+
+def _export(args):
+    from losstune.result import SearchResult
+
+    path = SearchResult.from_directory(args.dir).export(args.output)
+    print(f"wrote {path}")
+
+
+def _spaces(args):
+    from losstune import spaces
+
+    for name, task, families, description in spaces.describe():
+        print(f"{name:<24} {task:<11} {description or ', '.join(families)}")
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    try:
+        if args.verb == "demo":
+            _demo(args)
+        elif args.verb == "search":
+            data = _load_npz(args.data)
+            builder = _load_builder(args.model)
+            _run_search(args, builder, data, args.space, args.from_logits)
+        elif args.verb == "show":
+            _show(args)
+        elif args.verb == "export":
+            _export(args)
+        elif args.verb == "spaces":
+            _spaces(args)
+    except (UsageError, ValueError, RuntimeError, OSError) as err:
+        message = " ".join(str(err).split())
+        print(f"losstune {args.verb}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"losstune {args.verb}: interrupted; run the same command again to resume.", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
