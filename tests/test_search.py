@@ -1,0 +1,171 @@
+"""The search journey end to end: tuners, the long-tailed digits search, export, resume, pairs."""
+
+import io
+import json
+import os
+
+import keras
+import keras_tuner
+import numpy as np
+import pytest
+
+import losstune
+from losstune import datasets
+from tests.helpers import mlp, siamese, tiny_multiclass
+
+
+@pytest.fixture(scope="module")
+def long_tailed_search(tmp_path_factory):
+    """One real 12-trial search over imbalanced_multiclass on long-tailed digits (imbalance 50:1)."""
+    split = datasets.long_tailed_digits(imbalance=50, seed=0)
+    directory = tmp_path_factory.mktemp("lt")
+    out = io.StringIO()
+    result = losstune.search(
+        mlp(10), split.x_train, split.y_train, validation_data=(split.x_val, split.y_val),
+        space="imbalanced_multiclass", tuner="bayesian", max_trials=12, epochs=30, seed=0,
+        directory=str(directory), stream=out,
+    )
+    return result, out.getvalue(), split
+
+
+def test_long_tailed_search_beats_crossentropy(long_tailed_search):
+    result, log, _ = long_tailed_search
+    assert len(result.trials) == 12
+    assert result.trials[0].is_baseline and result.trials[0].family == "crossentropy"
+    assert result.trials[0].params == {"label_smoothing": 0.0} and not result.trials[0].power
+    assert result.objective == {"name": "val_macro_f1", "direction": "max"}
+    assert result.best_score > result.baseline_score
+    assert len({t.family for t in result.trials}) >= 3  # the search explored the families
+    # one status line per finished trial
+    assert sum(line.startswith("trial ") for line in log.splitlines()) == 12
+    assert "trial 12/12" in log and "best so far" in log
+
+
+def test_exported_config_rebuilds_the_same_loss(long_tailed_search, tmp_path):
+    result, _, split = long_tailed_search
+    path = result.export(tmp_path / "best.json")
+    data = json.loads(open(path).read())
+    assert data["schema_version"] == 1
+    assert data["family"] == result.best_trial.family
+    assert data["score"] == pytest.approx(result.best_score)
+    assert data["baseline_score"] == pytest.approx(result.baseline_score)
+    assert data["objective"]["name"] == "val_macro_f1"
+    assert {"keras", "keras_tuner", "losstune"} <= set(data["versions"])
+    if result.best_trial.power:
+        assert len(data["class_weights"]) == 10
+    loaded = losstune.load_loss(path)
+    assert type(loaded) is type(result.best_loss)
+    rng = np.random.default_rng(1)
+    probs = keras.ops.convert_to_numpy(keras.ops.softmax(rng.normal(size=(64, 10)).astype("float32")))
+    labels = rng.integers(0, 10, size=64)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(loaded(labels, probs)),
+        keras.ops.convert_to_numpy(result.best_loss(labels, probs)), rtol=1e-6)
+    # the search itself wrote the same file into its directory
+    assert os.path.isfile(os.path.join(result.directory, "best_loss.json"))
+
+
+def test_result_reads_back_from_directory(long_tailed_search):
+    result, _, _ = long_tailed_search
+    again = losstune.SearchResult.from_directory(result.directory)
+    assert [t.trial_id for t in again.trials] == [t.trial_id for t in result.trials]
+    assert again.best_score == result.best_score
+    table = again.table()
+    assert "[baseline]" in table and "[best]" in table and "val_macro_f1" in table
+
+
+@pytest.mark.parametrize("tuner_cls", [keras_tuner.RandomSearch, keras_tuner.BayesianOptimization,
+                                       keras_tuner.GridSearch, keras_tuner.Hyperband])
+def test_hypermodel_runs_inside_plain_kerastuner_tuners(tuner_cls, tmp_path):
+    x, y = tiny_multiclass()
+    space = losstune.LossSpace({"crossentropy": {"label_smoothing": {"values": [0.0, 0.1]}},
+                                "focal": {"gamma": {"values": [1.0, 2.0]}}}, task="multiclass")
+    hm = losstune.LossHyperModel(mlp(3, inputs=8), space, class_counts=np.bincount(y))
+    kwargs = {"max_epochs": 2, "factor": 2} if tuner_cls is keras_tuner.Hyperband else {"max_trials": 3}
+    tuner = tuner_cls(hm, objective=keras_tuner.Objective("val_macro_f1", "max"), directory=str(tmp_path),
+                      project_name="p", seed=1, **kwargs)
+    tuner.search(x, y, validation_data=(x, y), epochs=2, verbose=0)
+    trials = [t for t in tuner.oracle.trials.values() if t.status == "COMPLETED"]
+    assert len(trials) >= 2
+    families = {t.hyperparameters.values["loss"] for t in trials}
+    assert families <= {"crossentropy", "focal"}
+    model = tuner.get_best_models(1)[0]
+    assert model.loss.__class__.__module__.startswith("losstune")
+
+
+def test_hypermodel_compiles_the_trial_loss():
+    x, y = tiny_multiclass()
+    hm = losstune.LossHyperModel(mlp(3, inputs=8), "imbalanced_multiclass", class_counts=np.bincount(y))
+    hp = keras_tuner.HyperParameters()
+    hp.values["loss"] = "focal"
+    hp.values["focal/gamma"] = 3.5
+    model = hm.build(hp)
+    assert model.loss.get_config()["gamma"] == 3.5
+    assert "focal/gamma" in hp.values and "ldam/max_margin" not in hp.active_scopes
+
+
+def test_same_seed_same_initial_weights():
+    hm = losstune.LossHyperModel(mlp(3, inputs=8), "imbalanced_multiclass", class_counts=[5, 5, 5], seed=7)
+    hp1, hp2 = keras_tuner.HyperParameters(), keras_tuner.HyperParameters()
+    hp2.values["loss"] = "poly1"
+    w1, w2 = hm.build(hp1).get_weights(), hm.build(hp2).get_weights()
+    for a, b in zip(w1, w2):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_resume_runs_only_the_remaining_trials(tmp_path):
+    x, y = tiny_multiclass()
+    common = dict(validation_data=(x, y), space="imbalanced_multiclass", tuner="random", epochs=1,
+                  directory=str(tmp_path), seed=3)
+    first = io.StringIO()
+    losstune.search(mlp(3, inputs=8), x, y, max_trials=2, stream=first, **common)
+    stamps = {p: os.path.getmtime(p) for p in _trial_files(tmp_path)}
+    assert len(stamps) == 2
+    second = io.StringIO()
+    result = losstune.search(mlp(3, inputs=8), x, y, max_trials=4, stream=second, **common)
+    assert len(result.trials) == 4
+    lines = second.getvalue().splitlines()
+    assert [line.split()[1] for line in lines] == ["3/4", "4/4"]  # only trials 3 and 4 ran
+    for path, stamp in stamps.items():
+        assert os.path.getmtime(path) == stamp
+    assert result.trials[0].is_baseline and sum(t.is_baseline for t in result.trials) == 1
+
+
+def _trial_files(directory):
+    root = os.path.join(directory, "search")
+    return sorted(os.path.join(root, d, "trial.json") for d in os.listdir(root) if d.startswith("trial_"))
+
+
+def test_metric_learning_search_tunes_the_contrastive_margin(tmp_path):
+    split = datasets.digit_pairs(n_train=600, n_val=300, n_test=10, seed=0)
+    result = losstune.search(
+        siamese, split.x_train, split.y_train, validation_data=(split.x_val, split.y_val),
+        space="metric_learning", tuner="random", max_trials=4, epochs=3, directory=str(tmp_path),
+        stream=io.StringIO(),
+    )
+    assert result.objective["name"] == "val_pair_auc"
+    margins = {t.params["margin"] for t in result.trials}
+    assert len(margins) == 4  # the baseline's default margin and three sampled ones
+    assert all(0.1 <= m <= 2.0 for m in margins)
+    assert result.best_score > 0.6  # a verification ROC-AUC well above chance
+    assert result.best_loss.get_config()["margin"] == result.best_trial.params["margin"]
+
+
+def test_confirm_seeds_reports_a_confidence_interval(tmp_path):
+    x, y = tiny_multiclass()
+    result = losstune.search(mlp(3, inputs=8), x, y, validation_data=(x, y), space="imbalanced_multiclass",
+                             tuner="random", max_trials=2, epochs=1, directory=str(tmp_path),
+                             confirm_seeds=2, stream=io.StringIO())
+    c = result.confirmation
+    assert c["seeds"] == 2 and len(c["best_scores"]) == 2 and len(c["baseline_scores"]) == 2
+    low, high = c["diff_ci"]
+    assert low <= c["diff_mean"] <= high
+    assert "95% CI" in result.summary()
+
+
+def test_val_loss_objective_is_refused_before_training(tmp_path):
+    x, y = tiny_multiclass()
+    with pytest.raises(ValueError, match="depends on the loss"):
+        losstune.search(mlp(3, inputs=8), x, y, validation_data=(x, y), objective="val_loss",
+                        directory=str(tmp_path))
+    assert not os.path.exists(os.path.join(tmp_path, "search"))
