@@ -12,7 +12,7 @@ Layout under the log directory:
 KerasTuner's own hook skips inactive conditional hyperparameters, and the HParams dashboard hides or
 splits sessions whose hparam sets differ, so every session here carries every hyperparameter; an inactive
 one holds the sentinel `INACTIVE_NUMBER` (-1.0) or `INACTIVE_TEXT` ("inactive"), and every numeric
-domain includes -1.0. Booleans are logged as the strings "true"/"false".
+domain of a conditional hyperparameter includes it. Booleans are logged as the strings "true"/"false".
 """
 
 from __future__ import annotations
@@ -43,20 +43,25 @@ def _searchable(hp):
 
 
 def _domain(hp):
-    """A TensorBoard domain for a KerasTuner hyperparameter, the inactive sentinel included."""
+    """A TensorBoard domain for a KerasTuner hyperparameter; a conditional one's includes the sentinel."""
     api = _hp_api()
     kind = type(hp).__name__
+    conditional = bool(getattr(hp, "conditions", None))
+    text_sentinel = {INACTIVE_TEXT} if conditional else set()
     if kind == "Boolean":
-        return api.Discrete(["true", "false", INACTIVE_TEXT])
+        return api.Discrete(sorted({"true", "false"} | text_sentinel))
     if kind in ("Choice", "Fixed"):
         values = list(hp.values) if kind == "Choice" else [hp.value]
         if all(isinstance(v, bool) for v in values):
-            return api.Discrete(["true", "false", INACTIVE_TEXT])
+            return api.Discrete(sorted({"true", "false"} | text_sentinel))
         if all(isinstance(v, (int, float)) for v in values):
-            return api.Discrete(sorted({float(v) for v in values} | {INACTIVE_NUMBER}))
-        return api.Discrete(sorted({str(v) for v in values} | {INACTIVE_TEXT}))
+            return api.Discrete(sorted({float(v) for v in values} | ({INACTIVE_NUMBER} if conditional else set())))
+        return api.Discrete(sorted({str(v) for v in values} | text_sentinel))
     if kind in ("Float", "Int"):
-        return api.RealInterval(float(min(hp.min_value, INACTIVE_NUMBER)), float(max(hp.max_value, INACTIVE_NUMBER)))
+        low, high = float(hp.min_value), float(hp.max_value)
+        if conditional:
+            low, high = min(low, INACTIVE_NUMBER), max(high, INACTIVE_NUMBER)
+        return api.RealInterval(low, high)
     return None
 
 
