@@ -11,7 +11,7 @@ Layout under the log directory:
 
 KerasTuner's own hook skips inactive conditional hyperparameters, and the HParams dashboard hides or
 splits sessions whose hparam sets differ, so every session here carries every hyperparameter; an inactive
-one holds the sentinel `INACTIVE_NUMBER` (-1.0) or `INACTIVE_TEXT` ("inactive"), and every numeric
+one holds the sentinel `INACTIVE_NUMBER` (-1.0) or `INACTIVE_TEXT` ("inactive"), and the
 domain of a conditional hyperparameter includes it. Booleans are logged as the strings "true"/"false".
 """
 
