@@ -1,0 +1,24 @@
+"""README stays true: its set-up commands are the ones CI runs, and it lists every family and space."""
+
+from pathlib import Path
+
+import losstune
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def test_readme_setup_matches_ci():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert 'python -m pip install -e ".[test]"' in README and 'python -m pip install -e ".[test]"' in ci
+    test_command = "python -m pytest -q"
+    assert test_command in README and test_command in ci
+    assert "losstune demo" in README
+
+
+def test_readme_lists_every_family_and_space():
+    for name in losstune.families.available():
+        assert f"`{name}`" in README, name
+    for name in losstune.spaces.available():
+        assert f"`{name}`" in README, name
+    assert (ROOT / "docs" / "hparams.png").is_file()
