@@ -72,7 +72,7 @@ class ParamRange:
         """The baseline value: `preferred` (the family default) when the range holds it, else its start."""
         if self.fixed:
             return self.value
-        if self.contains(preferred):
+        if preferred is not None and self.contains(preferred):
             return preferred
         return self.values[0] if self.values is not None else self.low
 

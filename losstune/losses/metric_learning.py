@@ -1,0 +1,116 @@
+"""Metric-learning losses: contrastive (pairs of inputs and their distance) and triplet (embeddings)."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from losstune.families import Hyperparameter, LossFamily, register
+from losstune.losses import base
+
+
+def contrastive_loss(y_true, y_pred, margin=1.0):
+    """y d^2 + (1 - y) max(margin - d, 0)^2, averaged over the last axis; y = 1 similar, d = y_pred >= 0."""
+    d = ops.convert_to_tensor(y_pred)
+    y = base.binary_targets(y_true, d)
+    return ops.mean(y * ops.square(d) + (1.0 - y) * ops.square(ops.relu(margin - d)), axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="losstune")
+class ContrastiveLoss(base.LosstuneLoss):
+    """Contrastive loss (Hadsell, Chopra & LeCun 2006, "Dimensionality Reduction by Learning an Invariant
+    Mapping"): y d^2 + (1 - y) max(margin - d, 0)^2 (no 1/2 factor).
+
+    y_true: 1 for a similar pair, 0 for a dissimilar one; y_pred: the pair's distance d >= 0, (n,) or (n, 1).
+    Unlike `keras.losses.contrastive_loss`, it takes the margin as a hyperparameter and the convention is
+    explicit.
+
+    Args:
+        margin: float > 0: dissimilar pairs closer than this are pushed apart. Search: [0.1, 2] log.
+    """
+
+    fn = staticmethod(contrastive_loss)
+
+    def __init__(self, margin=1.0, task="pairs", reduction="sum_over_batch_size", name="contrastive", dtype=None):
+        margin = base.check_number("contrastive", "margin", margin, 0.0, low_inclusive=False)
+        base.check_task("contrastive", task, ("pairs",))
+        super().__init__(name=name, reduction=reduction, dtype=dtype, margin=margin, task=task)
+
+    def call(self, y_true, y_pred):
+        return contrastive_loss(y_true, y_pred, self._fn_kwargs["margin"])
+
+
+def _pairwise_distances(e):
+    """Euclidean distances between rows, with a safe square root (finite gradient at 0)."""
+    sq = ops.sum(ops.square(e), axis=-1)
+    d2 = ops.maximum(sq[:, None] - 2.0 * ops.matmul(e, ops.transpose(e)) + sq[None, :], 0.0)
+    zero = ops.cast(d2 <= 1e-12, e.dtype)
+    return ops.sqrt(d2 + zero * 1e-12) * (1.0 - zero)
+
+
+def triplet_loss(y_true, y_pred, margin=0.2, mining="hard"):
+    """Online triplet loss on L2-normalised embeddings, one value per anchor.
+
+    hard: max(d(a, hardest positive) - d(a, hardest negative) + margin, 0) (batch-hard, Hermans et al. 2017).
+    all: mean over valid (a, p, n) of max(d(a, p) - d(a, n) + margin, 0) for the anchor.
+    """
+    e = ops.convert_to_tensor(y_pred)
+    e = e / ops.sqrt(ops.sum(ops.square(e), axis=-1, keepdims=True) + 1e-12)
+    labels = ops.reshape(ops.cast(ops.round(ops.cast(y_true, "float32")), "int32"), (-1,))
+    same = ops.cast(ops.equal(labels[:, None], labels[None, :]), e.dtype)
+    eye = ops.eye(ops.shape(labels)[0], dtype=e.dtype)
+    positive = same - eye
+    negative = 1.0 - same
+    d = _pairwise_distances(e)
+    if mining == "hard":
+        hardest_pos = ops.max(d * positive, axis=1)
+        big = ops.max(d) + 1.0
+        hardest_neg = ops.min(d + big * (1.0 - negative), axis=1)
+        has = ops.cast(ops.sum(positive, axis=1) > 0, e.dtype) * ops.cast(ops.sum(negative, axis=1) > 0, e.dtype)
+        return ops.relu(hardest_pos - hardest_neg + margin) * has
+    valid = positive[:, :, None] * negative[:, None, :]
+    losses = ops.relu(d[:, :, None] - d[:, None, :] + margin) * valid
+    return ops.sum(losses, axis=(1, 2)) / ops.maximum(ops.sum(valid, axis=(1, 2)), 1.0)
+
+
+@keras.saving.register_keras_serializable(package="losstune")
+class TripletLoss(base.LosstuneLoss):
+    """Triplet loss with online mining in the batch (Schroff et al. 2015, "FaceNet"; batch-hard mining from
+    Hermans et al. 2017). y_true: integer class ids (n,); y_pred: embeddings (n, d), L2-normalised here.
+
+    Args:
+        margin: float > 0. Paper: 0.2. Search: [0.02, 0.5] log.
+        mining: "hard" (hardest positive and negative per anchor) or "all" (every valid triplet).
+    """
+
+    fn = staticmethod(triplet_loss)
+
+    def __init__(self, margin=0.2, mining="hard", task="embedding", reduction="sum_over_batch_size",
+                 name="triplet", dtype=None):
+        margin = base.check_number("triplet", "margin", margin, 0.0, low_inclusive=False)
+        base.check_choice("triplet", "mining", mining, ("hard", "all"))
+        base.check_task("triplet", task, ("embedding",))
+        super().__init__(name=name, reduction=reduction, dtype=dtype, margin=margin, mining=mining, task=task)
+
+    def call(self, y_true, y_pred):
+        return triplet_loss(y_true, y_pred, self._fn_kwargs["margin"], self._fn_kwargs["mining"])
+
+
+def _factory(cls):
+    def factory(params, *, task, from_logits, class_counts, class_weights):
+        return cls(task=task, **params)
+
+    return factory
+
+
+register(LossFamily(
+    name="contrastive", tasks=("pairs",), factory=_factory(ContrastiveLoss), weightable=False,
+    hyperparameters=(Hyperparameter("margin", "float", 1.0, 0.0, None, low_inclusive=False, search=(0.1, 2.0),
+                                    sampling="log"),),
+    paper="Hadsell et al. 2006", summary="pulls similar pairs together, pushes dissimilar ones past a margin"))
+register(LossFamily(
+    name="triplet", tasks=("embedding",), factory=_factory(TripletLoss), weightable=False,
+    hyperparameters=(Hyperparameter("margin", "float", 0.2, 0.0, None, low_inclusive=False, search=(0.02, 0.5),
+                                    sampling="log"),
+                     Hyperparameter("mining", "choice", "hard", values=("hard", "all"))),
+    paper="Schroff et al. 2015", summary="anchor-positive closer than anchor-negative by a margin"))
