@@ -169,3 +169,28 @@ def test_val_loss_objective_is_refused_before_training(tmp_path):
         losstune.search(mlp(3, inputs=8), x, y, validation_data=(x, y), objective="val_loss",
                         directory=str(tmp_path))
     assert not os.path.exists(os.path.join(tmp_path, "search"))
+
+
+def test_tf_data_dataset_input(tmp_path):
+    import tensorflow as tf
+
+    x, y = tiny_multiclass()
+    train = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+    result = losstune.search(mlp(3, inputs=8), train, validation_data=train, space="imbalanced_multiclass",
+                             tuner="random", max_trials=2, epochs=1, directory=str(tmp_path), stream=io.StringIO())
+    assert len(result.completed) == 2
+    assert result.context["class_counts"] == np.bincount(y, minlength=3).tolist()
+
+
+def test_executions_use_different_seeds_and_average(tmp_path):
+    x, y = tiny_multiclass()
+    result = losstune.search(mlp(3, inputs=8), x, y, validation_data=(x, y), space="imbalanced_multiclass",
+                             tuner="random", max_trials=1, epochs=1, executions_per_trial=2,
+                             directory=str(tmp_path), stream=io.StringIO())
+    logs = os.path.join(result.directory, "logs", result.trials[0].trial_id)
+    assert sorted(d for d in os.listdir(logs) if d.startswith("execution")) == ["execution0", "execution1"]
+    hm = losstune.LossHyperModel(mlp(3, inputs=8), "imbalanced_multiclass", class_counts=[5, 5, 5], seed=0)
+    first = hm.build(keras_tuner.HyperParameters()).get_weights()[0]
+    hm.execution = 1
+    second = hm.build(keras_tuner.HyperParameters()).get_weights()[0]
+    assert not np.array_equal(first, second)
