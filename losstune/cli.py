@@ -7,6 +7,8 @@ import importlib
 import os
 import sys
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the terminal
+
 _EXAMPLES = {
     "demo": "example: losstune demo --trials 12 --epochs 40 --directory runs/demo",
     "search": ("example: losstune search --data data.npz --model mymodels:build --space imbalanced_multiclass "
