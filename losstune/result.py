@@ -36,6 +36,15 @@ class TrialRecord:
         return f"{self.family}({params}{weights})"
 
 
+def failure_reason(message):
+    """The last line of a failed trial's traceback, without the exception's class name."""
+    lines = [line for line in (message or "").strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    head, sep, tail = lines[-1].partition(": ")
+    return tail if sep and head.replace(".", "").replace("_", "").isalnum() else lines[-1]
+
+
 def _fmt(v):
     if isinstance(v, float):
         return f"{v:.4g}"
@@ -80,7 +89,7 @@ class SearchResult:
             trials.append(TrialRecord(
                 trial_id=state["trial_id"], family=loss.family, params=loss.params, power=loss.power,
                 score=None if score is None else float(score), status=state.get("status", "UNKNOWN"),
-                message=(state.get("message") or "").strip().splitlines()[-1:][0] if state.get("message") else "",
+                message=failure_reason(state.get("message")),
                 is_baseline=is_baseline,
             ))
         confirmation = context.get("confirmation")

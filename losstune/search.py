@@ -17,7 +17,7 @@ from losstune import data as data_module
 from losstune import objectives
 from losstune import tensorboard as tb
 from losstune.hypermodel import LossHyperModel
-from losstune.result import CONTEXT_FILE, SearchResult
+from losstune.result import CONTEXT_FILE, SearchResult, TrialRecord, failure_reason
 from losstune.space import LossSpace
 
 TUNERS = {
@@ -104,7 +104,7 @@ class LosstuneTunerMixin:
             return
         final = self.oracle.get_trial(trial.trial_id)
         failed = final.status in ("FAILED", "INVALID")
-        message = (final.message or "").strip().splitlines()[-1] if failed and final.message else ""
+        message = failure_reason(final.message) if failed else ""
         tb.end_trial(os.path.join(log.logdir, trial.trial_id), final.score, failed, message)
         self._status_line(final, message)
 
@@ -118,8 +118,6 @@ class LosstuneTunerMixin:
             pick = max if log.objective.direction == "max" else min
             best = pick(scored, key=lambda t: t.score)
         loss = log.space.trial_loss(trial.hyperparameters.values)
-        from losstune.result import TrialRecord
-
         desc = TrialRecord(trial.trial_id, loss.family, loss.params, loss.power, None, "").describe_loss()
         if trial.status == "COMPLETED" and trial.score is not None:
             outcome = f"{log.objective.name}={trial.score:.4f}"

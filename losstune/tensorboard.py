@@ -104,27 +104,39 @@ def write_hparams_config(logdir, space_hps, objective_name):
 
 
 def session_callback(execution_dir, hparams, group):
-    """TensorBoard's own Keras callback that writes the HParams session of one execution."""
-    return _hp_api().KerasCallback(execution_dir, hparams, trial_id=group)
+    """A Keras callback that opens the HParams session of one execution when training begins.
+
+    The session is closed by `end_trial` with the trial's real status: TensorBoard keeps the first
+    session-end record of a run, so none is written before the trial's outcome is known.
+    """
+    import keras
+
+    class _SessionStart(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            tf = _tf()
+            with tf.summary.create_file_writer(execution_dir).as_default():
+                _hp_api().hparams(hparams, trial_id=group)
+
+    return _SessionStart()
 
 
 def end_trial(trial_dir, score, failed, message=""):
-    """After a trial: its score as `trial_score`, and FAILURE status, in each execution's session."""
+    """After a trial: close each execution's session with its status; record the trial's score."""
     tf = _tf()
     from tensorboard.plugins.hparams import api_pb2
     from tensorboard.plugins.hparams import summary as hparams_summary
 
     if not os.path.isdir(trial_dir):
         return
+    status = api_pb2.STATUS_FAILURE if failed else api_pb2.STATUS_SUCCESS
     for name in sorted(os.listdir(trial_dir)):
         execution_dir = os.path.join(trial_dir, name)
         if not (name.startswith("execution") and os.path.isdir(execution_dir)):
             continue
         with tf.summary.create_file_writer(execution_dir).as_default():
+            pb = hparams_summary.session_end_pb(status)
+            tf.summary.experimental.write_raw_pb(tf.constant(pb.SerializeToString()), step=0)
             if failed:
-                pb = hparams_summary.session_end_pb(api_pb2.STATUS_FAILURE)
-                raw = tf.constant(pb.SerializeToString())
-                tf.summary.experimental.write_raw_pb(raw, step=0)
                 tf.summary.text("failure", message or "trial failed", step=0)
             elif score is not None and np.isfinite(score):
                 tf.summary.scalar(TRIAL_SCORE, float(score), step=0)

@@ -1,0 +1,146 @@
+"""Failing trials, an interrupted search, atomic files: nothing completed is lost."""
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing import event_multiplexer
+from tensorboard.plugins.hparams import api_pb2, metadata
+
+import losstune
+from losstune import config as config_module
+from tests.helpers import tiny_multiclass
+
+ROOT = Path(__file__).resolve().parent.parent
+X, Y = tiny_multiclass(n=96)
+PLAIN = losstune.LossSpace({"crossentropy": {}}, task="multiclass")
+
+
+def exploding_model(hp):
+    """Trials with explode=True output NaN: their loss is NaN from the first batch."""
+    explode = hp.Boolean("explode", default=False)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3, activation="softmax")])
+    if explode:
+        model.add(keras.layers.Lambda(lambda t: t * float("nan")))
+    return model
+
+
+@pytest.fixture(scope="module")
+def nan_search(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("nan")
+    out = io.StringIO()
+    result = losstune.search(exploding_model, X, Y, validation_data=(X, Y), space=PLAIN, tuner="grid",
+                             max_trials=2, epochs=3, directory=str(directory), stream=out)
+    return result, out.getvalue()
+
+
+def test_nan_trial_is_failed_with_its_reason_and_the_search_goes_on(nan_search):
+    result, log = nan_search
+    statuses = [t.status for t in result.trials]
+    assert statuses == ["COMPLETED", "FAILED"]
+    failed = result.trials[1]
+    assert "training loss became nan at batch 0 of epoch 0" in failed.message
+    assert result.best_trial is result.trials[0]
+    table = result.table()
+    assert "FAILED" in table and "training loss became nan" in table
+    assert "FAILED: training loss became nan" in log
+
+
+def test_nan_trial_stops_at_once_and_is_failed_in_tensorboard(nan_search):
+    result, _ = nan_search
+    mux = event_multiplexer.EventMultiplexer()
+    mux.AddRunsFromDirectory(os.path.join(result.directory, "logs"))
+    mux.Reload()
+    failed = result.trials[1].trial_id
+    # 3 epochs were asked for; the guard stopped the trial in its first batch
+    assert len(mux.Tensors(f"{failed}/execution0/train", "epoch_loss")) == 1
+    assert len(mux.Tensors(f"{result.trials[0].trial_id}/execution0/train", "epoch_loss")) == 3
+    content = mux.PluginRunToTagToContent(metadata.PLUGIN_NAME)[f"{failed}/execution0"]
+    ends = mux.Tensors(f"{failed}/execution0", metadata.SESSION_END_INFO_TAG)
+    status = [metadata.parse_session_end_info_plugin_data(
+        mux.SummaryMetadata(f"{failed}/execution0", metadata.SESSION_END_INFO_TAG).plugin_data.content).status]
+    assert metadata.SESSION_START_INFO_TAG in content and ends
+    assert status[-1] == api_pb2.STATUS_FAILURE
+
+
+def test_a_search_where_every_trial_fails_raises(tmp_path):
+    class NanWhileTraining(keras.layers.Layer):
+        def call(self, x, training=None):
+            return x * float("nan") if training else x
+
+    def diverging(hp):
+        return keras.Sequential([keras.Input((8,)), keras.layers.Dense(3, activation="softmax"), NanWhileTraining()])
+
+    with pytest.raises(RuntimeError, match="every trial of the search failed.*training loss became nan"):
+        losstune.search(diverging, X, Y, validation_data=(X, Y), space="imbalanced_multiclass", tuner="random",
+                        max_trials=3, epochs=2, directory=str(tmp_path), stream=io.StringIO())
+    assert not os.path.exists(tmp_path / "search" / "best_loss.json")
+
+
+SCRIPT = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {root!r})
+    import losstune
+    from tests.helpers import mlp, tiny_multiclass
+    x, y = tiny_multiclass(n=400)
+    losstune.search(mlp(3, inputs=8), x, y, validation_data=(x, y), space="imbalanced_multiclass", tuner="random",
+                    max_trials=6, epochs=4, directory={directory!r}, seed=2)
+    print("DONE", flush=True)
+""")
+
+
+def test_sigkill_mid_search_loses_no_completed_trial(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(SCRIPT.format(root=str(ROOT), directory=str(tmp_path / "runs")))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True, env=env)
+    try:
+        seen = []
+        for line in proc.stdout:
+            if line.startswith("trial "):
+                seen.append(line)
+            if len(seen) == 2:
+                proc.send_signal(signal.SIGKILL)  # mid-search: trial 3 is running
+                break
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    project = tmp_path / "runs" / "search"
+    before = {p.parent.name: p.read_text() for p in project.glob("trial_*/trial.json")
+              if json.loads(p.read_text())["status"] == "COMPLETED"}
+    assert len(before) == 2
+    again = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "DONE" in again.stdout
+    result = losstune.SearchResult.from_directory(project)
+    assert len(result.trials) == 6 and all(t.status == "COMPLETED" for t in result.trials)
+    for name, text in before.items():  # completed trials are kept as they were: 0 lost
+        assert (project / name / "trial.json").read_text() == text
+    assert json.loads((project / "best_loss.json").read_text())["score"] == pytest.approx(result.best_score)
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):
+    path = tmp_path / "best.json"
+    losstune.export_loss(losstune.families.get("focal").build({"gamma": 1.0}), path)
+    old = path.read_text()
+
+    def broken_dump(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(config_module.json, "dump", broken_dump)
+    with pytest.raises(OSError, match="disk full"):
+        losstune.export_loss(losstune.families.get("focal").build({"gamma": 3.0}), path)
+    assert path.read_text() == old
+    assert sorted(os.listdir(tmp_path)) == ["best.json"]  # no half-written temporary file left behind
+    monkeypatch.undo()
+    assert losstune.load_loss(path).get_config()["gamma"] == 1.0
