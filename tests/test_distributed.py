@@ -1,0 +1,118 @@
+"""A chief and two workers on 127.0.0.1, through KerasTuner's own oracle service, run one losstune.search."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import losstune
+
+ROOT = Path(__file__).resolve().parent.parent
+TRIALS = 6
+SCRIPT = textwrap.dedent("""
+    import os, sys
+    sys.path.insert(0, {root!r})
+    import losstune
+    from tests.helpers import mlp, tiny_multiclass
+    x, y = tiny_multiclass(n=200)
+    result = losstune.search(mlp(3, inputs=8), x, y, validation_data=(x, y), space="imbalanced_multiclass",
+                             tuner="random", max_trials={trials}, epochs={epochs}, directory={directory!r}, seed=1)
+    print("FINISHED", os.environ["KERASTUNER_TUNER_ID"], len(result.trials), flush=True)
+""")
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(tmp_path, tuner_id, port, epochs):
+    script = tmp_path / "search.py"
+    script.write_text(SCRIPT.format(root=str(ROOT), trials=TRIALS, epochs=epochs, directory=str(tmp_path / "runs")))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1", KERASTUNER_ORACLE_IP="127.0.0.1",
+               KERASTUNER_ORACLE_PORT=str(port), KERASTUNER_TUNER_ID=tuner_id)
+    log = open(tmp_path / f"{tuner_id}.log", "w")
+    return subprocess.Popen([sys.executable, str(script)], stdout=log, stderr=subprocess.STDOUT, env=env), log
+
+
+def _trial_lines(tmp_path, tuner_id):
+    return [l for l in (tmp_path / f"{tuner_id}.log").read_text().splitlines() if l.startswith("trial ")]
+
+
+def _run(tmp_path, epochs, kill_and_restart=False, timeout=300):
+    """Chief + two workers; with kill_and_restart, tuner1 is SIGKILLed in its second trial, and started again
+    with the same id once tuner0 has finished."""
+    port = _free_port()
+    procs, codes = {}, {}
+    try:
+        procs["chief"] = _start(tmp_path, "chief", port, epochs)
+        time.sleep(3)
+        for worker in ("tuner0", "tuner1"):
+            procs[worker] = _start(tmp_path, worker, port, epochs)
+        deadline = time.time() + timeout
+        stage = "running" if kill_and_restart else "done"
+        while time.time() < deadline and any(p.poll() is None for p, _ in procs.values()):
+            if stage == "running" and len(_trial_lines(tmp_path, "tuner1")) >= 1:
+                procs["tuner1"][0].send_signal(signal.SIGKILL)  # mid-run: its second trial is under way
+                procs["tuner1"][0].wait(timeout=30)
+                codes["tuner1 killed"] = procs["tuner1"][0].returncode
+                stage = "killed"
+            if stage == "killed" and procs["tuner0"][0].poll() is not None:
+                procs["tuner1"][1].close()
+                (tmp_path / "tuner1.log").rename(tmp_path / "tuner1-killed.log")
+                procs["tuner1"] = _start(tmp_path, "tuner1", port, epochs)
+                stage = "restarted"
+            time.sleep(0.5)
+        codes.update({name: p.poll() for name, (p, _) in procs.items()})
+        return codes
+    finally:
+        for p, log in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=30)
+            log.close()
+
+
+def _trial_states(tmp_path):
+    project = tmp_path / "runs" / "search"
+    return [json.loads(p.read_text()) for p in sorted(project.glob("trial_*/trial.json"))]
+
+
+def test_chief_and_two_workers_share_one_search(tmp_path):
+    codes = _run(tmp_path, epochs=2)
+    assert codes == {"chief": 0, "tuner0": 0, "tuner1": 0}, codes
+    states = _trial_states(tmp_path)
+    ids = [s["trial_id"] for s in states]
+    assert len(ids) == TRIALS and len(set(ids)) == TRIALS  # exactly the requested trials, none twice
+    assert all(s["status"] == "COMPLETED" for s in states)
+    per_worker = {w: len(_trial_lines(tmp_path, w)) for w in ("tuner0", "tuner1")}
+    assert per_worker["tuner0"] >= 1 and per_worker["tuner1"] >= 1
+    assert sum(per_worker.values()) == TRIALS  # every trial was trained once, by a worker
+    assert _trial_lines(tmp_path, "chief") == []  # the chief serves the oracle and trains nothing
+    result = losstune.SearchResult.from_directory(tmp_path / "runs" / "search")
+    assert len(result.completed) == TRIALS and sum(t.is_baseline for t in result.trials) == 1
+    exported = json.loads((tmp_path / "runs" / "search" / "best_loss.json").read_text())
+    assert exported["score"] == pytest.approx(result.best_score)
+    assert exported["baseline_score"] == pytest.approx(result.baseline_score)
+
+
+def test_a_killed_worker_does_not_stop_the_others(tmp_path):
+    codes = _run(tmp_path, epochs=6, kill_and_restart=True)
+    assert codes["tuner1 killed"] == -signal.SIGKILL
+    # The other worker went on to the end of the search on its own.
+    assert codes["tuner0"] == 0, (tmp_path / "tuner0.log").read_text()[-2000:]
+    # KerasTuner keeps the killed worker's trial as its ongoing trial: the chief waits for it, and the same
+    # worker id started again resumes exactly that trial; then everyone finishes with no trial run twice.
+    assert codes["chief"] == 0 and codes["tuner1"] == 0, codes
+    states = _trial_states(tmp_path)
+    assert len(states) == TRIALS and len({s["trial_id"] for s in states}) == TRIALS
+    assert all(s["status"] == "COMPLETED" for s in states)
+    assert len(_trial_lines(tmp_path, "tuner1")) == 1  # the restarted worker ran only the interrupted trial
