@@ -371,14 +371,19 @@ def confirm(hypermodel, result, fit_data, validation_data, epochs, seeds, seed, 
                                      verbose=verbose, shuffle=True)
             scores[label].append(float(pick(history.history[name])))
     hypermodel.execution = 0
-    best, base = np.array(scores["best"]), np.array(scores["baseline"])
+    return {"seeds": seeds, "objective": name, "best_scores": scores["best"], "baseline_scores": scores["baseline"],
+            **paired_difference(scores["best"], scores["baseline"])}
+
+
+def paired_difference(best, baseline):
+    """Means, spreads and a 95% Student-t confidence interval of the paired difference best - baseline."""
+    best, base = np.asarray(best, dtype="float64"), np.asarray(baseline, dtype="float64")
     diff = best - base
-    df = seeds - 1
+    n = len(diff)
+    df = n - 1
     t = _T975[max(d for d in _T975 if d <= df)] if df <= 30 else 1.96
-    half = t * float(diff.std(ddof=1)) / math.sqrt(seeds)
+    half = t * float(diff.std(ddof=1)) / math.sqrt(n)
     return {
-        "seeds": seeds, "objective": name,
-        "best_scores": scores["best"], "baseline_scores": scores["baseline"],
         "best_mean": float(best.mean()), "best_std": float(best.std(ddof=1)),
         "baseline_mean": float(base.mean()), "baseline_std": float(base.std(ddof=1)),
         "diff_mean": float(diff.mean()), "diff_ci": [float(diff.mean() - half), float(diff.mean() + half)],

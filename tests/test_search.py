@@ -194,3 +194,15 @@ def test_executions_use_different_seeds_and_average(tmp_path):
     hm.execution = 1
     second = hm.build(keras_tuner.HyperParameters()).get_weights()[0]
     assert not np.array_equal(first, second)
+
+
+def test_paired_difference_confidence_interval():
+    from losstune.search import paired_difference
+
+    best, base = [0.80, 0.82, 0.85, 0.81, 0.84], [0.70, 0.75, 0.74, 0.72, 0.73]
+    stats = paired_difference(best, base)
+    diff = np.subtract(best, base)
+    half = 2.776 * diff.std(ddof=1) / np.sqrt(5)  # Student t(0.975, 4 df)
+    assert stats["diff_mean"] == pytest.approx(diff.mean())
+    assert stats["diff_ci"] == pytest.approx([diff.mean() - half, diff.mean() + half])
+    assert stats["best_std"] == pytest.approx(np.std(best, ddof=1))
