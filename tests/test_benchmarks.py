@@ -1,0 +1,22 @@
+"""The benchmark scripts run in their --quick mode (opt-in: python -m pytest -m benchmark)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPECT = {"overhead.py": "losstune / KerasTuner", "loss_speed.py": "comparisons within 1.1x",
+          "quality.py": "95% CI"}
+
+
+@pytest.mark.benchmark
+@pytest.mark.parametrize("script", sorted(EXPECT))
+def test_benchmark_quick(script):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick"], capture_output=True,
+                          text=True, env=env, cwd=ROOT, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert EXPECT[script] in proc.stdout and "machine:" in proc.stdout
