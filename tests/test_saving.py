@@ -1,0 +1,35 @@
+"""A model compiled with a losstune loss reloads in a fresh process once `import losstune` has run."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+
+SAVE = textwrap.dedent("""
+    import sys, keras, losstune
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer="adam", loss=losstune.families.get("focal").build({"gamma": 1.5}, task="multiclass"))
+    model.save(sys.argv[1])
+""")
+LOAD = textwrap.dedent("""
+    import sys, keras
+    if sys.argv[2] == "import":
+        import losstune  # registers losstune's losses with Keras
+    model = keras.saving.load_model(sys.argv[1])
+    print("LOSS", type(model.loss).__name__, model.loss.get_config()["gamma"])
+""")
+
+
+def test_saved_model_reloads_after_import_losstune(tmp_path):
+    path = str(tmp_path / "model.keras")
+    subprocess.run([sys.executable, "-c", SAVE, path], check=True, env=ENV, timeout=120, capture_output=True)
+    loaded = subprocess.run([sys.executable, "-c", LOAD, path, "import"], env=ENV, timeout=120,
+                            capture_output=True, text=True)
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert "LOSS FocalCrossentropy 1.5" in loaded.stdout
+    # Without the import Keras cannot know the class: the README says to import losstune first.
+    missing = subprocess.run([sys.executable, "-c", LOAD, path, "no-import"], env=ENV, timeout=120,
+                             capture_output=True, text=True)
+    assert missing.returncode != 0 and "FocalCrossentropy" in missing.stderr
