@@ -90,7 +90,7 @@ def instrument(timers):
     timers.wrap(keras.Model, "fit", "fit (train + validation)")
     timers.wrap(tuner_utils.SaveBestEpoch, "on_epoch_end", "checkpointing (inside fit)")
     timers.wrap(keras.callbacks.TensorBoard, "on_epoch_end", "TensorBoard scalars (inside fit)")
-    timers.wrap(tb, "write_loss_picture", "losstune: loss picture")
+    timers.wrap(tb, "write_trial_loss", "losstune: loss picture + class weights")
     timers.wrap(tb, "end_trial", "losstune: session end + score")
     timers.wrap(tb, "write_hparams_config", "losstune: hparams config")
 

@@ -92,7 +92,7 @@ class LosstuneTunerMixin:
         if execution == 0:
             trial_loss = log.space.trial_loss(values)
             loss = trial_loss.build(log.task, class_counts=log.class_counts, from_logits=log.from_logits)
-            tb.write_loss_picture(trial_dir, loss, log.task, log.num_outputs, log.from_logits,
+            tb.write_trial_loss(trial_dir, loss, log.task, log.num_outputs, log.from_logits,
                                   _picture_description(log.task, trial_loss))
         callbacks.append(keras.callbacks.TensorBoard(execution_dir, write_graph=False, profile_batch=0))
         callbacks.append(tb.session_callback(execution_dir, hparams, group=trial.trial_id))

@@ -202,15 +202,16 @@ def render_curves(curves, height=200, width=300):
     return img
 
 
-def write_loss_picture(trial_dir, loss, task, num_outputs, from_logits, description):
-    curve = loss_curve(loss, task, num_outputs, from_logits)
-    if curve is None:
-        return
-    _, curves = curve
+def write_trial_loss(trial_dir, loss, task, num_outputs, from_logits, description):
+    """The trial's loss in its run: a picture of it, and its class weights flattened to one scalar each."""
     tf = _tf()
-    image = render_curves(curves)[None]
+    curve = loss_curve(loss, task, num_outputs, from_logits)
+    weights = loss.get_config().get("class_weights") or []
     with tf.summary.create_file_writer(trial_dir).as_default():
-        tf.summary.image("loss_curve", image, step=0, description=description)
+        if curve is not None:
+            tf.summary.image("loss_curve", render_curves(curve[1])[None], step=0, description=description)
+        for c, weight in enumerate(weights):
+            tf.summary.scalar(f"class_weights/class_{c}", float(weight), step=0)
 
 
 def write_summary(logdir, rows_markdown, best_score, baseline_score):

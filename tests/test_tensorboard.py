@@ -77,6 +77,8 @@ def test_scalars_score_and_loss_picture_per_trial(search_logs):
         score = mux.Tensors(f"{trial.trial_id}/execution0", "trial_score")
         assert float(tensor_util.make_ndarray(score[0].tensor_proto)) == pytest.approx(trial.score, rel=1e-5)
         assert "loss_curve" in runs[trial.trial_id]["tensors"]
+        weights = [tag for tag in runs[trial.trial_id]["tensors"] if tag.startswith("class_weights/")]
+        assert len(weights) == (3 if trial.power else 0)  # flattened to one scalar per class
     summary = mux.Tensors("summary", "best_score")
     assert float(tensor_util.make_ndarray(summary[0].tensor_proto)) == pytest.approx(result.best_score, rel=1e-5)
 
