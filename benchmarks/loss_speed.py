@@ -19,7 +19,11 @@ from losstune import families
 
 def plain(fn):
     """A keras.ops formula as a Keras loss, so both sides pay for `Loss.__call__` alike."""
-    return keras.losses.LossFunctionWrapper(fn)
+    class FormulaLoss(keras.losses.Loss):
+        def call(self, y_true, y_pred):
+            return fn(y_true, y_pred)
+
+    return FormulaLoss()
 
 
 def contrastive_ref(y, d):
@@ -41,8 +45,17 @@ def quantile_ref(y, p):
     return ops.maximum(0.5 * e, -0.5 * e)
 
 
-def asymmetric_ref(y, z):  # binary cross-entropy from logits: the asymmetric loss without its extras
-    return ops.mean(-(y * ops.log_sigmoid(z) + (1 - y) * ops.log_sigmoid(-z)), axis=-1)
+def asymmetric_ref(y, z):  # the asymmetric loss as its paper writes it (gamma_neg 4, gamma_pos 0, clip 0.05)
+    p = ops.sigmoid(z)
+    p_m = ops.maximum(p - 0.05, 0.0)
+    pos = y * ops.log(ops.maximum(p, 1e-8))
+    neg = (1 - y) * p_m ** 4 * ops.log(ops.maximum(1 - p_m, 1e-8))
+    return ops.mean(-(pos + neg), axis=-1)
+
+
+def cce_on(transform):
+    """Keras's categorical cross-entropy on transformed logits: the direct way to write LA, LDAM, poly-1."""
+    return lambda y, z: ops.categorical_crossentropy(y, transform(y, z), from_logits=True)
 
 
 def cases(batch, classes):
@@ -67,13 +80,18 @@ def cases(batch, classes):
          K.CategoricalFocalCrossentropy(gamma=2.0, alpha=0.25, from_logits=True), one_hot, logits, None),
         ("focal", {"gamma": 2.0, "alpha": 0.25}, "binary", "BinaryFocalCrossentropy",
          K.BinaryFocalCrossentropy(gamma=2.0, alpha=0.25, apply_class_balancing=True, from_logits=True), by, blog, None),
-        ("poly1", {"epsilon": 1.0}, "multiclass", "CategoricalCrossentropy", cce, one_hot, logits, None),
-        ("logit_adjusted", {"tau": 1.0}, "multiclass", "CategoricalCrossentropy", cce, one_hot, logits, counts),
-        ("ldam", {}, "multiclass", "CategoricalCrossentropy", cce, one_hot, logits, counts),
+        ("poly1", {"epsilon": 1.0}, "multiclass", "CCE + keras.ops formula", plain(
+            lambda y, z: ops.categorical_crossentropy(y, z, from_logits=True)
+            + 1.0 * (1 - ops.sum(y * ops.softmax(z), axis=-1))), one_hot, logits, None),
+        ("logit_adjusted", {"tau": 1.0}, "multiclass", "CCE on z + tau log prior",
+         plain(cce_on(lambda y, z: z + np.log(np.array(counts) / sum(counts)).astype("float32"))), one_hot, logits,
+         counts),
+        ("ldam", {}, "multiclass", "CCE on s (z - m)",
+         plain(cce_on(lambda y, z: 30.0 * (z - y * 0.5))), one_hot, logits, counts),
         ("class_balanced", {}, "multiclass", "CategoricalCrossentropy", cce, one_hot, logits, counts),
         ("hinge", {}, "multiclass", "CategoricalHinge", K.CategoricalHinge(), one_hot, logits, None),
         ("weighted_bce", {"pos_weight": 3.0}, "binary", "BinaryCrossentropy", bce, by, blog, None),
-        ("asymmetric", {}, "multilabel", "BinaryCrossentropy", bce, mly, logits, None),
+        ("asymmetric", {}, "multilabel", "keras.ops formula", plain(asymmetric_ref), mly, logits, None),
         ("contrastive", {}, "pairs", "keras.ops formula", plain(contrastive_ref), by[:, 0], np.abs(blog), None),
         ("triplet", {}, "embedding", "keras.ops formula", plain(triplet_ref), ids % 10, logits[:, :16], None),
         ("mse", {}, "regression", "MeanSquaredError", K.MeanSquaredError(), reg, reg * 0.5, None),

@@ -121,6 +121,17 @@ def multiclass_targets(y_true, y_pred):
     return ops.one_hot(ids, num_classes, dtype=y_pred.dtype)
 
 
+def sparse_ids(y_true, y_pred):
+    """Integer class ids (n,) when `y_true` holds ids for the C-way `y_pred`; None for one-hot labels."""
+    y_true = ops.convert_to_tensor(y_true)
+    num_classes = y_pred.shape[-1]
+    if len(y_true.shape) == len(y_pred.shape) and (y_true.shape[-1] != 1 or num_classes == 1):
+        return None
+    if len(y_true.shape) == len(y_pred.shape):
+        y_true = ops.squeeze(y_true, axis=-1)
+    return ops.cast(ops.round(ops.cast(y_true, "float32")), "int32")
+
+
 def binary_targets(y_true, y_pred):
     """Labels shaped like y_pred, for elementwise sigmoid losses (binary, multilabel, pairs)."""
     y_true = ops.cast(ops.convert_to_tensor(y_true), y_pred.dtype)

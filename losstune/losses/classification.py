@@ -24,6 +24,13 @@ def _log1mexp(x):
     return ops.where(x > -math.log(2.0), ops.log(-ops.expm1(x)), ops.log1p(-ops.exp(x)))
 
 
+def _scores(y_pred, from_logits):
+    """Logits of a C-way softmax: as given, or the log of the (clipped) probabilities."""
+    if from_logits:
+        return ops.convert_to_tensor(y_pred)
+    return base.class_log_probs(y_pred, False)
+
+
 def _sigmoid_terms(y_true, y_pred, from_logits):
     z = base.binary_logits(y_pred, from_logits)
     t = base.binary_targets(y_true, z)
@@ -45,10 +52,18 @@ def crossentropy(y_true, y_pred, label_smoothing=0.0, task="multiclass", from_lo
 
     multiclass: -sum_c t_c log softmax(z)_c with t = (1 - ls) onehot(y) + ls / C.
     binary / multilabel: mean_c -[t log sigmoid(z) + (1 - t) log sigmoid(-z)], t = (1 - ls) y + ls / 2.
+    Computed with Keras's own cross-entropy ops (fused kernels where the backend has them).
     """
     if task == "multiclass":
+        ids = base.sparse_ids(y_true, y_pred)
+        if ids is not None and not label_smoothing:
+            loss = ops.sparse_categorical_crossentropy(ids, y_pred, from_logits=from_logits)
+            if class_weights is None:
+                return loss
+            return loss * ops.take(ops.convert_to_tensor(class_weights, dtype=loss.dtype), ids)
         t = base.smooth_labels(base.multiclass_targets(y_true, y_pred), label_smoothing, task)
-        return base.reduce_elements(-t * base.class_log_probs(y_pred, from_logits), t, class_weights, task)
+        loss = ops.categorical_crossentropy(t, y_pred, from_logits=from_logits)
+        return base.weight_samples(loss, t, class_weights, task)
     t, _, log_p, log_q = _sigmoid_terms(y_true, y_pred, from_logits)
     raw = t
     t = base.smooth_labels(t, label_smoothing, task)
@@ -224,10 +239,9 @@ def ldam_margins(class_counts, max_margin):
 def ldam_loss(y_true, y_pred, margins, scale=30.0, task="multiclass", from_logits=False, class_weights=None):
     """CE(softmax(scale * (z - m_y onehot(y)))) with per-class margins m."""
     t = base.multiclass_targets(y_true, y_pred)
-    z = base.class_log_probs(y_pred, True) if from_logits else base.class_log_probs(y_pred, False)
-    m = ops.convert_to_tensor(margins, dtype=z.dtype)
-    logits = scale * (z - t * m)
-    return base.reduce_elements(-t * ops.log_softmax(logits, axis=-1), t, class_weights, task)
+    z = _scores(y_pred, from_logits)
+    logits = scale * (z - t * ops.convert_to_tensor(margins, dtype=z.dtype))
+    return base.weight_samples(ops.categorical_crossentropy(t, logits, from_logits=True), t, class_weights, task)
 
 
 @keras.saving.register_keras_serializable(package="losstune")
@@ -235,9 +249,8 @@ class LDAMLoss(base.LosstuneLoss):
     """Label-distribution-aware margin loss (Cao et al. 2019, "Learning Imbalanced Datasets with
     Label-Distribution-Aware Margin Loss").
 
-    loss = CE(softmax(s (z - m_y e_y))), m_c = max_margin n_c^(-1/4) / max_j n_j^(-1/4). The logits are
-    log-softmax normalised first (a shift that leaves softmax unchanged) so `scale` acts on bounded values;
-    with from_logits=False the log-probabilities are the logits.
+    loss = CE(softmax(s (z - m_y e_y))), m_c = max_margin n_c^(-1/4) / max_j n_j^(-1/4); with
+    from_logits=False the log-probabilities serve as the logits z.
 
     Args:
         class_counts: training examples per class.
@@ -268,9 +281,9 @@ def logit_adjusted_loss(y_true, y_pred, log_prior, tau=1.0, task="multiclass", f
                         class_weights=None):
     """CE(softmax(z + tau log pi))."""
     t = base.multiclass_targets(y_true, y_pred)
-    z = base.class_log_probs(y_pred, from_logits)
+    z = _scores(y_pred, from_logits)
     adjusted = z + tau * ops.convert_to_tensor(log_prior, dtype=z.dtype)
-    return base.reduce_elements(-t * ops.log_softmax(adjusted, axis=-1), t, class_weights, task)
+    return base.weight_samples(ops.categorical_crossentropy(t, adjusted, from_logits=True), t, class_weights, task)
 
 
 @keras.saving.register_keras_serializable(package="losstune")
@@ -308,9 +321,10 @@ def poly1_loss(y_true, y_pred, epsilon=1.0, task="multiclass", from_logits=False
     """CE + epsilon (1 - p_t), p_t the probability of the target (expected under soft targets)."""
     if task == "multiclass":
         t = base.multiclass_targets(y_true, y_pred)
-        log_p = base.class_log_probs(y_pred, from_logits)
-        el = -t * log_p + epsilon * t * (1.0 - ops.exp(log_p))
-        return base.reduce_elements(el, t, class_weights, task)
+        z = _scores(y_pred, from_logits)
+        p_t = ops.sum(t * ops.softmax(z, axis=-1), axis=-1)
+        loss = ops.categorical_crossentropy(t, z, from_logits=True) + epsilon * (1.0 - p_t)
+        return base.weight_samples(loss, t, class_weights, task)
     t, _, log_p, log_q = _sigmoid_terms(y_true, y_pred, from_logits)
     p_t = t * ops.exp(log_p) + (1.0 - t) * ops.exp(log_q)
     el = -(t * log_p + (1.0 - t) * log_q) + epsilon * (1.0 - p_t)

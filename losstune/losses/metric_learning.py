@@ -41,9 +41,9 @@ class ContrastiveLoss(base.LosstuneLoss):
 
 
 def _pairwise_distances(e):
-    """Euclidean distances between rows, with a safe square root (finite gradient at 0)."""
-    sq = ops.sum(ops.square(e), axis=-1)
-    d2 = ops.maximum(sq[:, None] - 2.0 * ops.matmul(e, ops.transpose(e)) + sq[None, :], 0.0)
+    """Euclidean distances between unit rows (|a - b|^2 = 2 - 2 a.b), with a safe square root (finite
+    gradient where two embeddings coincide)."""
+    d2 = ops.maximum(2.0 - 2.0 * ops.matmul(e, ops.transpose(e)), 0.0)
     zero = ops.cast(d2 <= 1e-12, e.dtype)
     return ops.sqrt(d2 + zero * 1e-12) * (1.0 - zero)
 
