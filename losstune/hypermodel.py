@@ -89,7 +89,7 @@ class LossHyperModel(keras_tuner.HyperModel):
     def build(self, hp):
         trial_loss = self.space.declare(hp)
         keras.utils.set_random_seed(self.seed + self.execution)
-        model = self._user_model(hp)
+        model = self.user_model(hp)
         loss = trial_loss.build(self.task, class_counts=self.class_counts, from_logits=self.from_logits)
         model.compile(optimizer=self._fresh_optimizer(), loss=loss, metrics=self.fresh_metrics(model))
         return model
@@ -105,7 +105,8 @@ class LossHyperModel(keras_tuner.HyperModel):
         return history
 
     # --- helpers -------------------------------------------------------------------------------------
-    def _user_model(self, hp):
+    def user_model(self, hp):
+        """The user's (uncompiled) model for `hp`."""
         if isinstance(self.build_model, keras.Model):
             model = keras.models.clone_model(self.build_model)
             model.set_weights(self.build_model.get_weights())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import os
 import sys
@@ -180,7 +181,7 @@ def _probe_model(hypermodel, x_head):
     """Build the baseline's model once to learn its output width and check its outputs."""
     hp = keras_tuner.HyperParameters()
     hypermodel.space.declare(hp)
-    model = hypermodel._user_model(hp)
+    model = hypermodel.user_model(hp)
     out = np.asarray(keras.ops.convert_to_numpy(model(x_head, training=False)))
     last = getattr(model.layers[-1], "activation", None) if model.layers else None
     return out, getattr(last, "__name__", None)
@@ -346,12 +347,9 @@ def _check_resumable(project_dir, context, overwrite):
 
 def _trial_hp(result, record):
     """KerasTuner HyperParameters holding a finished trial's values (to rebuild its model)."""
-    import json
-
     with open(os.path.join(result.directory, f"trial_{record.trial_id}", "trial.json"), encoding="utf-8") as fh:
         state = json.load(fh)
-    hp = keras_tuner.HyperParameters.from_config(state["hyperparameters"])
-    return hp
+    return keras_tuner.HyperParameters.from_config(state["hyperparameters"])
 
 
 def confirm(hypermodel, result, fit_data, validation_data, epochs, seeds, seed, verbose=0):

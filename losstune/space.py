@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from losstune import families as families_module
 from losstune.class_weights import class_weights_from_counts
+from losstune.losses.base import TASKS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -167,8 +168,6 @@ class LossSpace:
     def __init__(self, families, task, baseline=None, class_weights=None, source="LossSpace", description=""):
         self.source = source
         self.description = description
-        from losstune.losses.base import TASKS
-
         if task not in TASKS:
             raise ValueError(f"{source}: `task` must be one of {list(TASKS)}, got {task!r}.")
         self.task = task
