@@ -1,7 +1,7 @@
 """Forward + backward time per batch of every losstune loss against its nearest Keras built-in (or a plain
 keras.ops formula where Keras has none), eager and compiled (tf.function with jit_compile=True).
 
-    python benchmarks/loss_speed.py           # batch 256 and 4096, 10 and 1000 classes
+    python benchmarks/loss_speed.py           # batch 256 and 4096 x 10 and 1000 classes
     python benchmarks/loss_speed.py --quick
 """
 
@@ -112,26 +112,41 @@ def step_fn(loss, compiled):
     return tf.function(step, jit_compile=True) if compiled else step
 
 
-def time_it(fn, y, p, repeats):
+def calls_per_sample(fn, y, p, target=0.002):
+    """How many calls make one timing sample of about `target` seconds (at least 1)."""
+    start = time.perf_counter()
+    fn(y, p)[1].numpy()
+    return max(1, int(target / max(time.perf_counter() - start, 1e-6)))
+
+
+def time_pair(fn_a, fn_b, y, p, samples):
+    """Median seconds per call of two step functions, timed alternately (A B A B ...) after a warm-up."""
     y, p = tf.constant(y), tf.constant(p)
-    for _ in range(3):
-        fn(y, p)  # warm up / trace
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        value, grad = fn(y, p)
-        grad.numpy()
-        samples.append(time.perf_counter() - start)
-    return float(np.median(samples))
+    for fn in (fn_a, fn_b):
+        for _ in range(3):
+            fn(y, p)[1].numpy()  # trace / compile, warm caches
+    inner = min(calls_per_sample(fn_a, y, p), calls_per_sample(fn_b, y, p))
+    times = ([], [])
+    for _ in range(samples):
+        for fn, out in ((fn_a, times[0]), (fn_b, times[1])):
+            start = time.perf_counter()
+            for _ in range(inner):
+                value, grad = fn(y, p)
+            grad.numpy()
+            out.append((time.perf_counter() - start) / inner)
+    return float(np.median(times[0])), float(np.median(times[1]))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--samples", type=int, default=25)
     args = parser.parse_args()
-    settings = [(256, 10)] if args.quick else [(256, 10), (4096, 10), (4096, 1000)]
-    repeats = 5 if args.quick else 30
+    settings = [(256, 10)] if args.quick else [(256, 10), (4096, 10), (256, 1000), (4096, 1000)]
+    samples = 5 if args.quick else args.samples
     print(_common.machine())
+    print(f"forward + gradient w.r.t. y_pred per batch; median of {samples} samples per side, sides alternating, "
+          f"after a warm-up; eager, and compiled (tf.function(jit_compile=True)). Logits in, from_logits=True.")
     rows, worst = [], []
     for batch, classes in settings:
         for family, params, task, ref_name, ref, y, pred, counts in cases(batch, classes):
@@ -140,13 +155,13 @@ def main():
             ours = families.get(family).build(params, task=task, from_logits=True, class_counts=counts)
             row = [f"{family} ({task})", ref_name, f"{batch}x{pred.shape[-1]}"]
             for compiled in (False, True):
-                # alternate ours / reference, twice, and keep the better of each
-                t_ours = min(time_it(step_fn(ours, compiled), y, pred, repeats) for _ in range(2))
-                t_ref = min(time_it(step_fn(ref, compiled), y, pred, repeats) for _ in range(2))
+                t_ours, t_ref = time_pair(step_fn(ours, compiled), step_fn(ref, compiled), y, pred, samples)
                 row += [f"{t_ours * 1e3:.3f}", f"{t_ref * 1e3:.3f}", f"{t_ours / t_ref:.2f}"]
                 worst.append((t_ours / t_ref, f"{family} ({task}) {batch}x{pred.shape[-1]} "
                                               f"{'compiled' if compiled else 'eager'} vs {ref_name}"))
             rows.append(row)
+            print(".", end="", flush=True)
+    print()
     print(_common.table(rows, ("loss", "reference", "batch", "eager ms", "ref ms", "ratio",
                                "xla ms", "ref ms", "ratio")))
     over = sorted((w for w in worst if w[0] > 1.1), reverse=True)
