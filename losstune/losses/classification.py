@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 from losstune.families import Hyperparameter, LossFamily, register
@@ -214,16 +215,18 @@ class ClassBalancedLoss(base.LosstuneLoss):
             raise ValueError(f"class_balanced: `class_counts` for task 'binary' holds 2 values, got {len(counts)}.")
         _init(self, "class_balanced", task, ("binary", "multiclass"), from_logits, class_weights, reduction, name,
               dtype, class_counts=tuple(counts), beta=beta, base_loss=base_loss, gamma=gamma)
+        weights = np.asarray(effective_number_weights(counts, beta))
+        # Computed once here, not per call: converting a Python list per eager call is slow for many classes.
+        self._weights = weights if self._fn_kwargs["class_weights"] is None else (
+            weights * np.asarray(self._fn_kwargs["class_weights"]))
 
     def call(self, y_true, y_pred):
         kw = self._fn_kwargs
-        weights = effective_number_weights(kw["class_counts"], kw["beta"])
-        if kw["class_weights"] is not None:
-            weights = [a * b for a, b in zip(weights, kw["class_weights"])]
         if kw["base_loss"] == "focal":
             return focal_crossentropy(y_true, y_pred, gamma=kw["gamma"], task=kw["task"],
-                                      from_logits=kw["from_logits"], class_weights=weights)
-        return crossentropy(y_true, y_pred, task=kw["task"], from_logits=kw["from_logits"], class_weights=weights)
+                                      from_logits=kw["from_logits"], class_weights=self._weights)
+        return crossentropy(y_true, y_pred, task=kw["task"], from_logits=kw["from_logits"],
+                            class_weights=self._weights)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -267,11 +270,12 @@ class LDAMLoss(base.LosstuneLoss):
         counts = tuple(base.check_number("ldam", "class_counts", c, 0.0) for c in class_counts)
         _init(self, "ldam", task, ("multiclass",), from_logits, class_weights, reduction, name, dtype,
               class_counts=counts, max_margin=max_margin, scale=scale)
+        self._margins = np.asarray(ldam_margins(counts, max_margin))
 
     def call(self, y_true, y_pred):
         kw = self._fn_kwargs
-        return ldam_loss(y_true, y_pred, ldam_margins(kw["class_counts"], kw["max_margin"]), kw["scale"],
-                         kw["task"], kw["from_logits"], kw["class_weights"])
+        return ldam_loss(y_true, y_pred, self._margins, kw["scale"], kw["task"], kw["from_logits"],
+                         kw["class_weights"])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -305,12 +309,12 @@ class LogitAdjustedLoss(base.LosstuneLoss):
         counts = tuple(base.check_number("logit_adjusted", "class_counts", c, 0.0) for c in class_counts)
         _init(self, "logit_adjusted", task, ("multiclass",), from_logits, class_weights, reduction, name, dtype,
               class_counts=counts, tau=tau)
+        prior = np.maximum(np.asarray(counts, dtype="float64"), 1.0)
+        self._log_prior = np.log(prior / prior.sum())
 
     def call(self, y_true, y_pred):
         kw = self._fn_kwargs
-        counts = [max(c, 1.0) for c in kw["class_counts"]]
-        log_prior = [math.log(c / sum(counts)) for c in counts]
-        return logit_adjusted_loss(y_true, y_pred, log_prior, kw["tau"], kw["task"], kw["from_logits"],
+        return logit_adjusted_loss(y_true, y_pred, self._log_prior, kw["tau"], kw["task"], kw["from_logits"],
                                    kw["class_weights"])
 
 
@@ -356,14 +360,12 @@ def asymmetric_loss(y_true, y_pred, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, tas
                     from_logits=False, class_weights=None):
     """mean_c -[t (1 - p)^gamma_pos log p + (1 - t) p_m^gamma_neg log(1 - p_m)], p_m = max(p - clip, 0)."""
     t, z, log_p, log_q = _sigmoid_terms(y_true, y_pred, from_logits)
-    pos = t * ops.exp(gamma_pos * log_q) * log_p
+    pos = t * log_p if not gamma_pos else t * ops.exp(gamma_pos * log_q) * log_p
     if clip > 0:
-        # p_m = max(p - clip, 0); 1 - p_m = min(1 - p + clip, 1), computed as logs for stability.
-        q_m = ops.minimum(ops.exp(log_q) + clip, 1.0)
-        log_q_m = ops.log(q_m)
-        log_p_m = ops.log(ops.maximum(1.0 - q_m, 1e-30))
-        p_m_pow = ops.where(q_m < 1.0, ops.exp(gamma_neg * log_p_m), 0.0 if gamma_neg > 0 else 1.0)
-        neg = (1.0 - t) * p_m_pow * log_q_m
+        # 1 - p_m >= clip, so log(1 - p_m) is finite; the floor under p_m keeps the gradient of
+        # p_m ** gamma_neg finite for gamma_neg < 1 (clamped entries get a zero gradient from `maximum`).
+        p_m = ops.maximum(ops.sigmoid(z) - clip, 1e-30)
+        neg = (1.0 - t) * ops.power(p_m, gamma_neg) * ops.log1p(-p_m)
     else:
         neg = (1.0 - t) * ops.exp(gamma_neg * log_p) * log_q
     return base.reduce_elements(-(pos + neg), t, class_weights, task)

@@ -41,11 +41,12 @@ class ContrastiveLoss(base.LosstuneLoss):
 
 
 def _pairwise_distances(e):
-    """Euclidean distances between unit rows (|a - b|^2 = 2 - 2 a.b), with a safe square root (finite
-    gradient where two embeddings coincide)."""
-    d2 = ops.maximum(2.0 - 2.0 * ops.matmul(e, ops.transpose(e)), 0.0)
-    zero = ops.cast(d2 <= 1e-12, e.dtype)
-    return ops.sqrt(d2 + zero * 1e-12) * (1.0 - zero)
+    """Euclidean distances between unit rows, from |a - b|^2 = 2 - 2 a.b (so every distance is in [0, 2]).
+
+    The floor under the square root keeps its gradient finite where two embeddings coincide (the clamped
+    entries get a zero gradient from `maximum`); it moves a zero distance to 1e-6.
+    """
+    return ops.sqrt(ops.maximum(2.0 - 2.0 * ops.matmul(e, ops.transpose(e)), 1e-12))
 
 
 def triplet_loss(y_true, y_pred, margin=0.2, mining="hard"):
@@ -53,22 +54,23 @@ def triplet_loss(y_true, y_pred, margin=0.2, mining="hard"):
 
     hard: max(d(a, hardest positive) - d(a, hardest negative) + margin, 0) (batch-hard, Hermans et al. 2017).
     all: mean over valid (a, p, n) of max(d(a, p) - d(a, n) + margin, 0) for the anchor.
+    An anchor with no positive or no negative in the batch has loss 0.
     """
     e = ops.convert_to_tensor(y_pred)
     e = e / ops.sqrt(ops.sum(ops.square(e), axis=-1, keepdims=True) + 1e-12)
     labels = ops.reshape(ops.cast(ops.round(ops.cast(y_true, "float32")), "int32"), (-1,))
     same = ops.cast(ops.equal(labels[:, None], labels[None, :]), e.dtype)
-    eye = ops.eye(ops.shape(labels)[0], dtype=e.dtype)
-    positive = same - eye
-    negative = 1.0 - same
     d = _pairwise_distances(e)
     if mining == "hard":
-        hardest_pos = ops.max(d * positive, axis=1)
-        big = ops.max(d) + 1.0
-        hardest_neg = ops.min(d + big * (1.0 - negative), axis=1)
-        has = ops.cast(ops.sum(positive, axis=1) > 0, e.dtype) * ops.cast(ops.sum(negative, axis=1) > 0, e.dtype)
+        # The anchor itself counts among its positives: its distance (1e-6) never beats a real positive's.
+        hardest_pos = ops.max(d * same, axis=1)
+        # Distances are <= 2, so a same-class entry raised by 4 never beats a real negative.
+        hardest_neg = ops.min(d + 4.0 * same, axis=1)
+        n_same = ops.sum(same, axis=1)
+        has = ops.cast(ops.logical_and(n_same > 1.5, n_same < ops.cast(ops.shape(same)[1], e.dtype) - 0.5), e.dtype)
         return ops.relu(hardest_pos - hardest_neg + margin) * has
-    valid = positive[:, :, None] * negative[:, None, :]
+    positive = same - ops.eye(ops.shape(labels)[0], dtype=e.dtype)
+    valid = positive[:, :, None] * (1.0 - same)[:, None, :]
     losses = ops.relu(d[:, :, None] - d[:, None, :] + margin) * valid
     return ops.sum(losses, axis=(1, 2)) / ops.maximum(ops.sum(valid, axis=(1, 2)), 1.0)
 
