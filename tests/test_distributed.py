@@ -16,6 +16,7 @@ import losstune
 
 ROOT = Path(__file__).resolve().parent.parent
 TRIALS = 6
+EPOCHS = 6
 SCRIPT = textwrap.dedent("""
     import os, sys
     sys.path.insert(0, {root!r})
@@ -24,7 +25,7 @@ SCRIPT = textwrap.dedent("""
     x, y = tiny_multiclass(n=200)
     result = losstune.search(mlp(3, inputs=8), x, y, validation_data=(x, y), space="imbalanced_multiclass",
                              tuner="random", max_trials={trials}, epochs={epochs}, directory={directory!r}, seed=1)
-    print("FINISHED", os.environ["KERASTUNER_TUNER_ID"], len(result.trials), flush=True)
+    print("FINISHED", os.environ.get("KERASTUNER_TUNER_ID", "single"), len(result.trials), flush=True)
 """)
 
 
@@ -86,26 +87,47 @@ def _trial_states(tmp_path):
     return [json.loads(p.read_text()) for p in sorted(project.glob("trial_*/trial.json"))]
 
 
-def test_chief_and_two_workers_share_one_search(tmp_path):
-    codes = _run(tmp_path, epochs=2)
-    assert codes == {"chief": 0, "tuner0": 0, "tuner1": 0}, codes
+@pytest.fixture(scope="module")
+def distributed_run(tmp_path_factory):
+    """One distributed search (tuner1 SIGKILLed mid-run, then restarted) and the same search in one process."""
+    tmp_path = tmp_path_factory.mktemp("distributed")
+    codes = _run(tmp_path, epochs=EPOCHS, kill_and_restart=True)
+    single = tmp_path_factory.mktemp("single")
+    namespace = {}
+    exec(SCRIPT.format(root=str(ROOT), trials=TRIALS, epochs=EPOCHS, directory=str(single / "runs")),
+         dict(namespace, __name__="single_process"), namespace)
+    return tmp_path, codes, losstune.SearchResult.from_directory(single / "runs" / "search")
+
+
+def _configs(result):
+    return sorted((t.family, json.dumps(t.params, sort_keys=True), t.power or 0.0) for t in result.trials)
+
+
+def test_chief_and_two_workers_share_one_search(distributed_run):
+    tmp_path, codes, single = distributed_run
+    assert codes["chief"] == 0 and codes["tuner0"] == 0 and codes["tuner1"] == 0, codes
     states = _trial_states(tmp_path)
     ids = [s["trial_id"] for s in states]
     assert len(ids) == TRIALS and len(set(ids)) == TRIALS  # exactly the requested trials, none twice
     assert all(s["status"] == "COMPLETED" for s in states)
-    per_worker = {w: len(_trial_lines(tmp_path, w)) for w in ("tuner0", "tuner1")}
-    assert per_worker["tuner0"] >= 1 and per_worker["tuner1"] >= 1
-    assert sum(per_worker.values()) == TRIALS  # every trial was trained once, by a worker
+    per_worker = {w: len(_trial_lines(tmp_path, w)) for w in ("tuner0", "tuner1-killed", "tuner1")}
+    assert per_worker["tuner0"] >= 1 and per_worker["tuner1-killed"] >= 1
+    assert sum(per_worker.values()) == TRIALS  # every trial was completed once, by a worker
     assert _trial_lines(tmp_path, "chief") == []  # the chief serves the oracle and trains nothing
     result = losstune.SearchResult.from_directory(tmp_path / "runs" / "search")
     assert len(result.completed) == TRIALS and sum(t.is_baseline for t in result.trials) == 1
     exported = json.loads((tmp_path / "runs" / "search" / "best_loss.json").read_text())
     assert exported["score"] == pytest.approx(result.best_score)
     assert exported["baseline_score"] == pytest.approx(result.baseline_score)
+    # The same search in one process tries the same losses and reports the same best and baseline.
+    assert _configs(result) == _configs(single)
+    assert result.best_trial.describe_loss() == single.best_trial.describe_loss()
+    assert result.best_score == pytest.approx(single.best_score, abs=1e-3)
+    assert result.baseline_score == pytest.approx(single.baseline_score, abs=1e-3)
 
 
-def test_a_killed_worker_does_not_stop_the_others(tmp_path):
-    codes = _run(tmp_path, epochs=6, kill_and_restart=True)
+def test_a_killed_worker_does_not_stop_the_others(distributed_run):
+    tmp_path, codes, _ = distributed_run
     assert codes["tuner1 killed"] == -signal.SIGKILL
     # The other worker went on to the end of the search on its own.
     assert codes["tuner0"] == 0, (tmp_path / "tuner0.log").read_text()[-2000:]

@@ -20,10 +20,12 @@ def long_tailed_search(tmp_path_factory):
     split = datasets.long_tailed_digits(imbalance=50, seed=0)
     directory = tmp_path_factory.mktemp("lt")
     out = io.StringIO()
+    # Adam at 1e-2 for 8 epochs of batch 16 trains this MLP as far as 30 epochs at Keras's default rate do,
+    # in half the time (a trial's cost is mostly per-epoch work, not steps).
     result = losstune.search(
         mlp(10), split.x_train, split.y_train, validation_data=(split.x_val, split.y_val),
-        space="imbalanced_multiclass", tuner="bayesian", max_trials=12, epochs=30, seed=0,
-        directory=str(directory), stream=out,
+        space="imbalanced_multiclass", tuner="bayesian", max_trials=12, epochs=8, batch_size=16, seed=0,
+        optimizer=keras.optimizers.Adam(1e-2), directory=str(directory), stream=out,
     )
     return result, out.getvalue(), split
 
