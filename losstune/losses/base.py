@@ -161,7 +161,7 @@ def element_class_weights(targets, class_weights, task):
     """
     w = ops.convert_to_tensor(class_weights, dtype=targets.dtype)
     if task == "multiclass":
-        return ops.sum(targets * w, axis=-1, keepdims=True)
+        return ops.matmul(targets, w[:, None])  # one pass, no (n, C) temporary
     if task == "binary":
         return targets * w[1] + (1.0 - targets) * w[0]
     return targets * w + (1.0 - targets)

@@ -7,7 +7,6 @@ is finite with finite gradients for saturated predictions on every Keras backend
 
 from __future__ import annotations
 
-import math
 
 import keras
 import numpy as np
@@ -19,10 +18,11 @@ from losstune.losses import base
 _SIGMOID_TASKS = ("binary", "multilabel")
 
 
-def _log1mexp(x):
-    """log(1 - exp(x)) for x <= 0, finite (and with finite gradients) even at x = 0."""
-    x = ops.minimum(x, -1e-7)
-    return ops.where(x > -math.log(2.0), ops.log(-ops.expm1(x)), ops.log1p(-ops.exp(x)))
+def _focusing(log_p, gamma):
+    """(1 - p)^gamma from log p: 1 - p = -expm1(log p) is exact even where p rounds to 1 in float32, and
+    the floor keeps the gradient of the power finite for gamma < 1 where p saturates (the clamped entries
+    get a zero gradient from `maximum`); Keras's `(1 - p) ** gamma` is NaN there."""
+    return ops.power(ops.maximum(-ops.expm1(log_p), 1e-30), gamma)
 
 
 def _scores(y_pred, from_logits):
@@ -108,8 +108,7 @@ def focal_crossentropy(y_true, y_pred, gamma=2.0, alpha=None, task="multiclass",
     if task == "multiclass":
         t = base.multiclass_targets(y_true, y_pred)
         log_p = base.class_log_probs(y_pred, from_logits)
-        modulating = ops.exp(gamma * _log1mexp(log_p))
-        el = -t * modulating * log_p
+        el = -t * _focusing(log_p, gamma) * log_p
         if alpha is not None:
             el = alpha * el
         return base.reduce_elements(el, t, class_weights, task)
@@ -126,8 +125,8 @@ class FocalCrossentropy(base.LosstuneLoss):
     """Focal loss (Lin et al. 2017, "Focal Loss for Dense Object Detection").
 
     Formula: see `focal_crossentropy`. Unlike Keras's focal losses, it is finite with finite gradients for
-    every gamma >= 0 at saturated predictions (the factor (1 - p_t)^gamma is exp(gamma log(1 - p_t)) with
-    log(1 - p_t) from log-sigmoid / a stable log1mexp), alpha is honoured for binary labels, and integer
+    every gamma >= 0 at saturated predictions (the factor (1 - p_t)^gamma comes from log-sigmoid /
+    expm1 of the log-probability, floored before the power), alpha is honoured for binary labels, and integer
     class ids work. gamma = 0 with alpha None is cross-entropy.
 
     Args:
