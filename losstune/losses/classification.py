@@ -358,7 +358,10 @@ class Poly1Loss(base.LosstuneLoss):
 def asymmetric_loss(y_true, y_pred, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, task="multilabel",
                     from_logits=False, class_weights=None):
     """mean_c -[t (1 - p)^gamma_pos log p + (1 - t) p_m^gamma_neg log(1 - p_m)], p_m = max(p - clip, 0)."""
-    t, z, log_p, log_q = _sigmoid_terms(y_true, y_pred, from_logits)
+    z = base.binary_logits(y_pred, from_logits)
+    t = base.binary_targets(y_true, z)
+    log_p = ops.log_sigmoid(z)
+    log_q = ops.log_sigmoid(-z) if gamma_pos or not clip else None  # only where a term needs it
     pos = t * log_p if not gamma_pos else t * ops.exp(gamma_pos * log_q) * log_p
     if clip > 0:
         # 1 - p_m >= clip, so log(1 - p_m) is finite; the floor under p_m keeps the gradient of
