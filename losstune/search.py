@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import inspect
 import json
 import math
@@ -311,8 +313,9 @@ def search(
         config_module.write_json_atomic(os.path.join(project_dir, CONTEXT_FILE), context)
         tb.write_hparams_config(logdir, tuner_obj.oracle.get_space().space, objective.name)
 
-    tuner_obj.search(**fit_data, validation_data=validation_data, epochs=epochs, callbacks=list(callbacks or []),
-                     verbose=verbose, shuffle=True)
+    with _frozen_heap():
+        tuner_obj.search(**fit_data, validation_data=validation_data, epochs=epochs,
+                         callbacks=list(callbacks or []), verbose=verbose, shuffle=True)
 
     result = SearchResult.from_directory(project_dir)
     if is_worker:
@@ -330,6 +333,26 @@ def search(
     tb.write_summary(logdir, result.to_markdown(), result.best_score, result.baseline_score)
     result.export()
     return result
+
+
+@contextlib.contextmanager
+def _frozen_heap():
+    """Keep what exists before the search (TensorFlow, Keras, the data) out of the garbage collector's scans.
+
+    KerasTuner runs two full collections before every trial (`clear_session`'s and its own); each walks the
+    whole TensorFlow heap, about 0.35 s per collection on 2 cores. Frozen objects are still freed when their
+    reference count drops; only cycles among them wait for `gc.unfreeze()` at the end. A caller that froze the
+    heap itself is left alone.
+    """
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _check_resumable(project_dir, context, overwrite):

@@ -208,3 +208,22 @@ def test_paired_difference_confidence_interval():
     assert stats["diff_mean"] == pytest.approx(diff.mean())
     assert stats["diff_ci"] == pytest.approx([diff.mean() - half, diff.mean() + half])
     assert stats["best_std"] == pytest.approx(np.std(best, ddof=1))
+
+
+def test_search_freezes_the_heap_only_while_it_runs():
+    import gc
+    import sys
+
+    frozen_heap = sys.modules["losstune.search"]._frozen_heap
+    assert gc.get_freeze_count() == 0
+    with frozen_heap():
+        assert gc.get_freeze_count() > 0  # KerasTuner's per-trial collections skip the pre-search heap
+    assert gc.get_freeze_count() == 0
+    gc.freeze()  # a caller that manages freezing itself keeps its frozen set
+    try:
+        count = gc.get_freeze_count()
+        with frozen_heap():
+            pass
+        assert gc.get_freeze_count() == count
+    finally:
+        gc.unfreeze()
