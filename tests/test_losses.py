@@ -237,7 +237,8 @@ def test_finite_loss_and_gradients_over_the_valid_range(name):
     ("focal", {"gamma": 0.5}, "multiclass"), ("focal", {"gamma": 2.0, "alpha": 0.3}, "binary"),
     ("ldam", {"max_margin": 0.4, "scale": 5.0}, "multiclass"), ("poly1", {"epsilon": 2.0}, "multiclass"),
     ("asymmetric", {}, "multilabel"), ("contrastive", {"margin": 1.5}, "pairs"), ("huber", {"delta": 0.7}, "regression"),
-    ("class_balanced", {"base_loss": "focal"}, "multiclass"),
+    ("class_balanced", {"base_loss": "focal"}, "multiclass"), ("asymmetric", {"gamma_neg": 0.5, "clip": 0.1}, "multilabel"),
+    ("triplet", {"margin": 0.5}, "embedding"), ("triplet", {"margin": 0.5, "mining": "all"}, "embedding"),
 ])
 def test_gradients_match_finite_differences(name, params, task):
     keras.config.set_floatx("float64")
@@ -251,6 +252,8 @@ def test_gradients_match_finite_differences(name, params, task):
             y, pred = rng.integers(0, 2, (6, 1)).astype(float), rng.normal(size=(6, 1))
         elif task == "pairs":
             y, pred = rng.integers(0, 2, 6).astype(float), np.abs(rng.normal(size=(6, 1))) + 0.1
+        elif task == "embedding":
+            y, pred = np.array([0, 0, 1, 1, 2, 2]), rng.normal(size=(6, 4))
         else:
             y, pred = rng.normal(size=(6, 1)), rng.normal(size=(6, 1))
         loss = families.get(name).build(params, task=task, from_logits=task not in ("pairs", "regression"),
