@@ -93,9 +93,8 @@ def distributed_run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("distributed")
     codes = _run(tmp_path, epochs=EPOCHS, kill_and_restart=True)
     single = tmp_path_factory.mktemp("single")
-    namespace = {}
     exec(SCRIPT.format(root=str(ROOT), trials=TRIALS, epochs=EPOCHS, directory=str(single / "runs")),
-         dict(namespace, __name__="single_process"), namespace)
+         {"__name__": "single_process"})
     return tmp_path, codes, losstune.SearchResult.from_directory(single / "runs" / "search")
 
 

@@ -1,5 +1,6 @@
 """The search journey end to end: tuners, the long-tailed digits search, export, resume, pairs."""
 
+import gc
 import io
 import json
 import os
@@ -11,6 +12,7 @@ import pytest
 
 import losstune
 from losstune import datasets
+from losstune.search import _frozen_heap
 from tests.helpers import mlp, siamese, tiny_multiclass
 
 
@@ -211,18 +213,14 @@ def test_paired_difference_confidence_interval():
 
 
 def test_search_freezes_the_heap_only_while_it_runs():
-    import gc
-    import sys
-
-    frozen_heap = sys.modules["losstune.search"]._frozen_heap
     assert gc.get_freeze_count() == 0
-    with frozen_heap():
+    with _frozen_heap():
         assert gc.get_freeze_count() > 0  # KerasTuner's per-trial collections skip the pre-search heap
     assert gc.get_freeze_count() == 0
     gc.freeze()  # a caller that manages freezing itself keeps its frozen set
     try:
         count = gc.get_freeze_count()
-        with frozen_heap():
+        with _frozen_heap():
             pass
         assert gc.get_freeze_count() == count
     finally:

@@ -7,7 +7,6 @@ is finite with finite gradients for saturated predictions on every Keras backend
 
 from __future__ import annotations
 
-
 import keras
 import numpy as np
 from keras import ops

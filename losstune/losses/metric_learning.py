@@ -66,8 +66,9 @@ def triplet_loss(y_true, y_pred, margin=0.2, mining="hard"):
         hardest_pos = ops.max(d * same, axis=1)
         # Distances are <= 2, so a same-class entry raised by 4 never beats a real negative.
         hardest_neg = ops.min(d + 4.0 * same, axis=1)
-        n_same = ops.sum(same, axis=1)
-        has = ops.cast(ops.logical_and(n_same > 1.5, n_same < ops.cast(ops.shape(same)[1], e.dtype) - 0.5), e.dtype)
+        n_same = ops.sum(same, axis=1)  # the anchor included
+        batch = ops.cast(ops.shape(same)[1], e.dtype)
+        has = ops.cast(ops.logical_and(n_same > 1.5, n_same < batch - 0.5), e.dtype)
         return ops.relu(hardest_pos - hardest_neg + margin) * has
     positive = same - ops.eye(ops.shape(labels)[0], dtype=e.dtype)
     valid = positive[:, :, None] * (1.0 - same)[:, None, :]
