@@ -14,8 +14,8 @@ _EXAMPLES = {
     "search": ("example: losstune search --data data.npz --model mymodels:build --space imbalanced_multiclass "
                "--trials 20 --epochs 10 --directory runs/mysearch\n"
                "data.npz holds x_train, y_train, x_val, y_val (several inputs: x_train_0, x_train_1, ...)."),
-    "show": "example: losstune show runs/demo/search",
-    "export": "example: losstune export runs/demo/search -o best_loss.json",
+    "show": "example: losstune show runs/demo",
+    "export": "example: losstune export runs/demo -o best_loss.json",
     "spaces": "example: losstune spaces",
 }
 
@@ -61,10 +61,10 @@ def _parser():
     search_options(search, trials=20, epochs=10, directory="runs/losstune")
 
     show = verb("show", "Print a search's trials table with best vs baseline.")
-    show.add_argument("dir", help="the search's directory (DIRECTORY/search)")
+    show.add_argument("dir", help="the search's --directory (or the project folder inside it)")
 
     export = verb("export", "Write a search's best loss as a JSON config (load it with losstune.load_loss).")
-    export.add_argument("dir", help="the search's directory (DIRECTORY/search)")
+    export.add_argument("dir", help="the search's --directory (or the project folder inside it)")
     export.add_argument("-o", "--output", default="best_loss.json", help="output file (default: %(default)s)")
 
     verb("spaces", "List the bundled search spaces.")

@@ -41,6 +41,15 @@ def as_inputs(x, name):
     return arr
 
 
+def describe_shapes(x):
+    """'shape (8, 63)' of an array, or the shapes of a list/tuple/dict of arrays."""
+    if isinstance(x, dict):
+        return "shapes {" + ", ".join(f"{k!r}: {tuple(np.shape(v))}" for k, v in x.items()) + "}"
+    if isinstance(x, (list, tuple)):
+        return "shapes [" + ", ".join(str(tuple(np.shape(v))) for v in x) + "]"
+    return f"shape {tuple(np.shape(x))}"
+
+
 def num_examples(x, name):
     lengths = {leaf.shape[0] for leaf in _leaves(x)}
     if len(lengths) != 1:

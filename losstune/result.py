@@ -10,6 +10,7 @@ import glob
 import json
 import math
 import os
+import re
 from dataclasses import asdict, dataclass
 
 from losstune import config as config_module
@@ -36,19 +37,59 @@ class TrialRecord:
         return f"{self.family}({params}{weights})"
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# Keras wraps errors raised inside a layer's call: a header line, the real error, then an argument listing.
+_KERAS_CALL_HEADER = re.compile(r"^Exception encountered when calling .*\.$")
+_KERAS_ARGUMENTS = re.compile(r"^Arguments received by ")
+
+
 def failure_reason(message):
-    """The last line of a failed trial's traceback, without the exception's class name."""
-    lines = [line for line in (message or "").strip().splitlines() if line.strip()]
-    if not lines:
-        return ""
-    head, sep, tail = lines[-1].partition(": ")
-    return tail if sep and head.replace(".", "").replace("_", "").isalnum() else lines[-1]
+    """The one line that says why a trial failed, from KerasTuner's stored traceback (or a plain message).
+
+    The exception text follows the last stack frame; its class name is dropped, and for Keras's wrapped call
+    errors the header ("Exception encountered when calling ...") and the argument listing are skipped, so
+    what is left is the line that says what is incompatible.
+    """
+    lines = _ANSI.sub("", message or "").strip().splitlines()
+    frames = [i for i, line in enumerate(lines) if line.startswith('  File "')]
+    if frames:
+        start = frames[-1] + 1
+        while start < len(lines) and lines[start].startswith("    "):
+            start += 1  # the frame's source line and its ^^^ markers
+        lines = lines[start:]
+    text = []
+    for line in lines:
+        if _KERAS_ARGUMENTS.match(line):
+            break
+        text.append(line.strip())
+    if text:
+        head, sep, tail = text[0].partition(": ")
+        if sep and head.replace(".", "").replace("_", "").isalnum():
+            text[0] = tail  # "ValueError: ..." -> "..."
+    text = [line for line in text if line and not _KERAS_CALL_HEADER.match(line)]
+    return text[0] if text else ""
 
 
 def _fmt(v):
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
+
+
+def find_search_directory(directory):
+    """The project directory of a search, given it or the `directory` the search was started with."""
+    directory = os.fspath(directory)
+    if os.path.isfile(os.path.join(directory, CONTEXT_FILE)):
+        return directory
+    inside = sorted(glob.glob(os.path.join(glob.escape(directory), "*", CONTEXT_FILE)))
+    if len(inside) == 1:
+        return os.path.dirname(inside[0])
+    if len(inside) > 1:
+        names = [os.path.basename(os.path.dirname(p)) for p in inside]
+        raise ValueError(f"{directory!r} holds several searches {names}; name one, e.g. "
+                         f"{os.path.join(directory, names[0])!r}.")
+    raise ValueError(f"{directory!r} is not a losstune search directory (no {CONTEXT_FILE} in it or in a "
+                     f"folder inside it); pass the directory given to the search.")
 
 
 class SearchResult:
@@ -70,10 +111,10 @@ class SearchResult:
     # --- reading back ------------------------------------------------------------------------------------
     @classmethod
     def from_directory(cls, directory):
-        """Read a search back from its project directory (the one holding `losstune.json`)."""
+        """Read a search back from its directory: the `directory` given to `search()` (or `--directory`), or
+        the project directory inside it (`directory/project_name`, the one holding `losstune.json`)."""
+        directory = find_search_directory(directory)
         path = os.path.join(directory, CONTEXT_FILE)
-        if not os.path.isfile(path):
-            raise ValueError(f"{directory!r} is not a losstune search directory (no {CONTEXT_FILE}).")
         context = config_module.read_config(path)
         space = LossSpace.from_dict(context["space"], source=path)
         baseline = space.baseline_loss()

@@ -9,10 +9,12 @@ import json
 import math
 import os
 import sys
+import traceback
 
 import keras
 import keras_tuner
 import numpy as np
+from keras_tuner.src import config as kt_config
 from keras_tuner.src.distribute import utils as dist_utils
 
 from losstune import config as config_module
@@ -30,6 +32,8 @@ TUNERS = {
     "hyperband": keras_tuner.Hyperband,
 }
 _DONE = ("COMPLETED", "FAILED", "INVALID")
+_REPEATED_FAILURES = 2  # the first trials failing with one same reason stop the search
+TRACEBACK_FILE = "traceback.txt"
 # Two-sided 95% Student-t quantiles by degrees of freedom (for the confirmation's confidence interval).
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
          10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
@@ -108,10 +112,16 @@ class LosstuneTunerMixin:
         final = self.oracle.get_trial(trial.trial_id)
         failed = final.status in ("FAILED", "INVALID")
         message = failure_reason(final.message) if failed else ""
+        traceback_file = None
+        if failed and final.message:
+            # The whole traceback stays where the user can read it; the terminal gets one line.
+            traceback_file = os.path.join(self.project_dir, f"trial_{trial.trial_id}", TRACEBACK_FILE)
+            config_module.write_text_atomic(traceback_file, final.message)
         tb.end_trial(os.path.join(log.logdir, trial.trial_id), final.score, failed, message)
-        self._status_line(final, message)
+        self._status_line(final, message, traceback_file)
+        self._stop_on_repeated_failure()
 
-    def _status_line(self, trial, message):
+    def _status_line(self, trial, message, traceback_file):
         log = self._losstune
         trials = list(self.oracle.trials.values()) if hasattr(self.oracle, "trials") else [trial]
         done = [t for t in trials if t.status in _DONE]
@@ -126,9 +136,31 @@ class LosstuneTunerMixin:
             outcome = f"{log.objective.name}={trial.score:.4f}"
         else:
             outcome = f"{trial.status}: {message or 'no score'}"
+            if traceback_file:
+                outcome += f" (traceback: {traceback_file})"
         best_text = f"best so far {best.score:.4f} (trial {best.trial_id})" if best else "no best yet"
         total = f"/{log.max_trials}" if log.max_trials else ""
-        print(f"trial {len(done)}{total}  {desc}  {outcome}  {best_text}", file=log.stream, flush=True)
+        # Trials are named by their id only; the bracket counts finished trials.
+        print(f"[{len(done)}{total}] trial {trial.trial_id}  {desc}  {outcome}  {best_text}", file=log.stream,
+              flush=True)
+
+    def _stop_on_repeated_failure(self):
+        """Stop when the first trials all failed with one same reason: the rest would fail the same way."""
+        if not hasattr(self.oracle, "trials"):
+            return
+        ended = [self.oracle.trials[tid] for tid in getattr(self.oracle, "end_order", [])]
+        if len(ended) < _REPEATED_FAILURES or any(t.status == "COMPLETED" for t in ended):
+            return
+        reasons = {failure_reason(t.message) for t in ended}
+        if len(reasons) == 1:
+            raise RepeatedFailure(
+                f"the first {len(ended)} trials all failed with the same error, so the search stopped: "
+                f"{reasons.pop()} (traceback: {os.path.join(self.project_dir, f'trial_{ended[0].trial_id}', TRACEBACK_FILE)})"
+            )
+
+
+class RepeatedFailure(RuntimeError):
+    """The first trials of a search failed for one same reason; the search stopped instead of repeating it."""
 
 
 def _picture_description(task, trial_loss):
@@ -171,6 +203,10 @@ def _split(x, y, fraction, seed):
     return take(x, order[:cut]), take(y, order[:cut]), take(x, order[cut:]), take(y, order[cut:])
 
 
+def _dataset_head(dataset):
+    return next(iter(dataset.take(1).as_numpy_iterator()))[0]
+
+
 def _head(x, k=8):
     if isinstance(x, dict):
         return {key: v[:k] for key, v in x.items()}
@@ -179,14 +215,29 @@ def _head(x, k=8):
     return x[:k]
 
 
-def _probe_model(hypermodel, x_head):
-    """Build the baseline's model once to learn its output width and check its outputs."""
+def _probe_model(hypermodel, heads):
+    """Build the baseline's model once and run it on a few examples of each of `heads` ({argument: x}).
+
+    Returns the outputs on the first head and the last layer's activation name. Features the model cannot
+    take (a missing column, a wrong shape) are refused here, naming the argument, before anything trains.
+    """
     hp = keras_tuner.HyperParameters()
     hypermodel.space.declare(hp)
     model = hypermodel.user_model(hp)
-    out = np.asarray(keras.ops.convert_to_numpy(model(x_head, training=False)))
+    outputs = []
+    for name, x_head in heads.items():
+        try:
+            out = model(x_head, training=False)
+        except Exception as err:  # noqa: BLE001  (any error of the forward pass is the input's fault here)
+            expects = getattr(model, "input_shape", None)
+            raise ValueError(
+                f"`{name}`: the model cannot take these features ({data_module.describe_shapes(x_head)}); "
+                + (f"it expects input shape {expects}: " if expects is not None else "")
+                + failure_reason(traceback.format_exc() if not str(err) else str(err))
+            ) from None
+        outputs.append(np.asarray(keras.ops.convert_to_numpy(out)))
     last = getattr(model.layers[-1], "activation", None) if model.layers else None
-    return out, getattr(last, "__name__", None)
+    return outputs[0], getattr(last, "__name__", None)
 
 
 def search(
@@ -258,7 +309,7 @@ def search(
         if validation_data is None:
             raise ValueError("`validation_data` is required when `x` is a tf.data.Dataset.")
         y_train = data_module.labels_from_dataset(x, "x")
-        x_head = next(iter(x.take(1).as_numpy_iterator()))[0]
+        x_head = _dataset_head(x)
         fit_data = {"x": x}
     else:
         if y is None:
@@ -270,19 +321,20 @@ def search(
         y_train, x_head, fit_data = y, _head(x), {"x": x, "y": y, "batch_size": batch_size}
     if data_module.is_dataset(validation_data):
         y_val = data_module.labels_from_dataset(validation_data, "validation_data")
+        x_val_head = _dataset_head(validation_data)
     else:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise ValueError("`validation_data` must be (x_val, y_val) or a tf.data.Dataset.")
         validation_data = data_module.check_pair(*validation_data, "validation_data[0]", "validation_data[1]")
-        y_val = validation_data[1]
+        y_val, x_val_head = validation_data[1], _head(validation_data[0])
 
     hypermodel = LossHyperModel(build_model, space, class_counts=None, from_logits=from_logits,
                                 optimizer=optimizer, metrics=metrics, seed=seed)
-    outputs, last_activation = _probe_model(hypermodel, x_head)
+    outputs, last_activation = _probe_model(hypermodel, {"x": x_head, "validation_data": x_val_head})
     num_outputs = outputs.shape[-1] if outputs.ndim > 1 else 1
     data_module.check_outputs(outputs, task, from_logits, last_activation)
     class_counts = data_module.check_labels(y_train, task, num_outputs, "y")
-    data_module.check_labels(y_val, task, num_outputs, "validation_data labels")
+    data_module.check_labels(y_val, task, num_outputs, "validation_data (labels)")
     hypermodel.class_counts = class_counts
     objective = objectives.resolve(objective, task, hypermodel.metric_names(num_outputs), space.loss_is_tuned)
 
@@ -313,7 +365,7 @@ def search(
         config_module.write_json_atomic(os.path.join(project_dir, CONTEXT_FILE), context)
         tb.write_hparams_config(logdir, tuner_obj.oracle.get_space().space, objective.name)
 
-    with _frozen_heap():
+    with _frozen_heap(), _quiet_trial_tracebacks():
         tuner_obj.search(**fit_data, validation_data=validation_data, epochs=epochs,
                          callbacks=list(callbacks or []), verbose=verbose, shuffle=True)
 
@@ -353,6 +405,23 @@ def _frozen_heap():
         yield
     finally:
         gc.unfreeze()
+
+
+@contextlib.contextmanager
+def _quiet_trial_tracebacks():
+    """Keep KerasTuner from printing each failed trial's traceback on stderr.
+
+    KerasTuner 1.4.x (`BaseTuner._try_run_and_update_trial`) calls `traceback.print_exc()` when the
+    private flag `keras_tuner.src.config.DEBUG` is true, which is its default. The traceback is still stored
+    in the trial (and written by losstune to the trial's traceback.txt). tests/test_kerastuner_internals.py
+    fails if the flag disappears.
+    """
+    saved = kt_config.DEBUG
+    kt_config.DEBUG = False
+    try:
+        yield
+    finally:
+        kt_config.DEBUG = saved
 
 
 def _check_resumable(project_dir, context, overwrite):

@@ -20,6 +20,14 @@ def _search(tmp_path, x=X, y=Y, build=None, **kw):
         x = tf.data.Dataset.from_tensor_slices((X, Y)).batch(16)
     kw.setdefault("space", "imbalanced_multiclass")
     kw.setdefault("validation_data", (x, y))
+    if kw["validation_data"] == "dataset:7":
+        import tensorflow as tf
+
+        kw["validation_data"] = tf.data.Dataset.from_tensor_slices((X[:, :7], Y)).batch(16)
+    elif kw["validation_data"] == "dataset-labels":
+        import tensorflow as tf
+
+        kw["validation_data"] = tf.data.Dataset.from_tensor_slices((X, Y + 5)).batch(16)
     losstune.search(build or mlp(3, inputs=8), x, y, directory=str(tmp_path), max_trials=kw.pop("max_trials", 2),
                     epochs=1, **kw)
 
@@ -37,7 +45,7 @@ CASES = {
     "inf in labels": (dict(y=np.where(Y == 0, np.inf, Y)), "`y` holds 15 NaN or infinite values"),
     "empty arrays": (dict(x=X[:0], y=Y[:0]), "`x` is empty"),
     "x/y length mismatch": (dict(y=Y[:-1]), "`x` has 60 examples but `y` has 59"),
-    "validation labels out of range": (dict(validation_data=(X, Y + 5)), "validation_data labels.*\\[0, 3\\)"),
+    "validation labels out of range": (dict(validation_data=(X, Y + 5)), "validation_data \\(labels\\).*\\[0, 3\\)"),
     "model output too narrow for the labels": (dict(y=Y * 3, build=mlp(3, inputs=8), validation_data=(X, Y)),
                                                "class ids in \\[0, 3\\)"),
     "model output does not fit binary": (dict(space="imbalanced_binary", y=YB, validation_data=(X, YB)),
@@ -52,6 +60,16 @@ CASES = {
     "unknown bundled space": (dict(space="imbalanced"), "unknown search space 'imbalanced'"),
     "a single confirmation seed": (dict(confirm_seeds=1), "`confirm_seeds` must be an integer >= 2, got 1"),
     "a dataset with separate labels": (dict(x=None, y=Y), "`y` must be None when `x` is a tf.data.Dataset"),
+    "validation features one column short": (
+        dict(validation_data=(X[:, :7], Y)),
+        "`validation_data`: the model cannot take these features \\(shape \\(8, 7\\)\\); it expects input shape "
+        "\\(None, 8\\): .*expected axis -1 of input shape to have value 8"),
+    "training features one column short": (
+        dict(x=X[:, :7], validation_data=(X, Y)), "`x`: the model cannot take these features \\(shape \\(8, 7\\)\\)"),
+    "validation dataset one column short": (
+        dict(validation_data="dataset:7"), "`validation_data`: the model cannot take these features"),
+    "validation dataset with out-of-range labels": (
+        dict(validation_data="dataset-labels"), "validation_data \\(labels\\).*\\[0, 3\\)"),
 }
 
 

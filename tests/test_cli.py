@@ -28,7 +28,7 @@ def test_demo_runs_a_real_search(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     for k in (1, 2, 3):
-        assert f"trial {k}/3" in out
+        assert f"[{k}/3] trial {k - 1} " in out  # finished-trial count, then the trial's id
     assert "best val_macro_f1 =" in out and "baseline val_macro_f1 =" in out
     config = os.path.join(tmp_path, "search", "best_loss.json")
     assert f"best loss config: {config}" in out
@@ -57,11 +57,11 @@ def test_search_show_export(npz_and_model, tmp_path):
                                         "imbalanced_multiclass", "--trials", "2", "--epochs", "1", "--tuner", "random",
                                         "--directory", "out"], capture_output=True, text=True, env=ENV, cwd=d, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "trial 2/2" in proc.stdout
-    show = subprocess.run(_command() + ["show", "out/search"], capture_output=True, text=True, env=ENV, cwd=d,
+    assert "[2/2] trial 1 " in proc.stdout
+    show = subprocess.run(_command() + ["show", "out"], capture_output=True, text=True, env=ENV, cwd=d,
                           timeout=120)
     assert show.returncode == 0 and "[baseline]" in show.stdout and "[best]" in show.stdout
-    cli.main(["export", str(d / "out" / "search"), "-o", str(d / "best.json")])
+    cli.main(["export", str(d / "out"), "-o", str(d / "best.json")])  # the --directory the search was given
     assert losstune.load_loss(d / "best.json").get_config()["task"] == "multiclass"
 
 

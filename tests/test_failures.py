@@ -79,10 +79,74 @@ def test_a_search_where_every_trial_fails_raises(tmp_path):
     def diverging(hp):
         return keras.Sequential([keras.Input((8,)), keras.layers.Dense(3, activation="softmax"), NanWhileTraining()])
 
-    with pytest.raises(RuntimeError, match="every trial of the search failed.*training loss became nan"):
+    out = io.StringIO()
+    # The first two trials fail with one same reason: the search stops there instead of training the rest.
+    with pytest.raises(RuntimeError, match="the first 2 trials all failed with the same error, so the search "
+                                           "stopped: training loss became nan at batch 0 of epoch 0"):
         losstune.search(diverging, X, Y, validation_data=(X, Y), space="imbalanced_multiclass", tuner="random",
-                        max_trials=3, epochs=2, directory=str(tmp_path), stream=io.StringIO())
+                        max_trials=5, epochs=2, directory=str(tmp_path), stream=out)
     assert not os.path.exists(tmp_path / "search" / "best_loss.json")
+    assert len(list((tmp_path / "search").glob("trial_*/trial.json"))) == 2
+    assert out.getvalue().count("FAILED: training loss became nan") == 2
+
+
+def test_trials_failing_for_different_reasons_all_run_and_the_last_error_names_them(tmp_path):
+    class NanAfter(keras.layers.Layer):
+        """NaN from a trial-specific batch on: each trial fails with its own reason."""
+
+        def __init__(self, batch, **kwargs):
+            super().__init__(**kwargs)
+            self.batch = batch
+            self.calls = self.add_weight(shape=(), initializer="zeros", trainable=False)
+
+        def call(self, x, training=None):
+            if not training:
+                return x
+            self.calls.assign_add(1.0)
+            return keras.ops.where(self.calls > self.batch, x * float("nan"), x)
+
+    def diverging(hp):
+        batch = hp.Int("nan_from", 0, 2)
+        return keras.Sequential([keras.Input((8,)), keras.layers.Dense(3, activation="softmax"), NanAfter(batch)])
+
+    with pytest.raises(RuntimeError, match="every trial of the search failed.*trial 0 .*at batch 0 .*trial 1 .*at batch 1 "):
+        losstune.search(diverging, X, Y, validation_data=(X, Y), space=PLAIN, tuner="grid",
+                        max_trials=3, epochs=1, batch_size=16, directory=str(tmp_path), stream=io.StringIO())
+    assert len(list((tmp_path / "search").glob("trial_*/trial.json"))) == 3
+
+
+class Mismatch(keras.layers.Layer):
+    """Fails in training only, like a model that cannot take the labels it is given."""
+
+    def call(self, x, training=None):
+        if training:
+            raise ValueError("Exception encountered when calling Mismatch.call().\n\n\x1b[1mIncompatible "
+                             "shapes: [16,3] vs. [16,4]\x1b[0m\n\nArguments received by Mismatch.call():\n"
+                             "  \u2022 x=tf.Tensor(shape=(None, 3))\n  \u2022 kwargs=<class 'inspect._empty'>")
+        return x
+
+
+def test_a_failed_trial_says_why_in_one_line_and_keeps_its_traceback(tmp_path, capfd):
+    def build(hp):
+        broken = hp.Boolean("broken", default=False)
+        model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3, activation="softmax")])
+        if broken:
+            model.add(Mismatch())
+        return model
+
+    out = io.StringIO()
+    result = losstune.search(build, X, Y, validation_data=(X, Y), space=PLAIN, tuner="grid", max_trials=2,
+                             epochs=1, directory=str(tmp_path), stream=out)
+    failed = result.trials[1]
+    assert failed.status == "FAILED" and failed.message == "Incompatible shapes: [16,3] vs. [16,4]"
+    traceback_file = tmp_path / "search" / f"trial_{failed.trial_id}" / "traceback.txt"
+    text = traceback_file.read_text()
+    assert "Traceback (most recent call last)" in text and "Arguments received by Mismatch.call()" in text
+    line = [l for l in out.getvalue().splitlines() if "FAILED" in l]
+    assert line == [f"[2/2] trial 1  crossentropy()  FAILED: Incompatible shapes: [16,3] vs. "
+                    f"[16,4] (traceback: {traceback_file})  best so far {result.best_score:.4f} (trial 0)"]
+    assert "Incompatible shapes" in result.table()
+    assert "Traceback" not in capfd.readouterr().err  # KerasTuner's per-trial print is silenced
 
 
 SCRIPT = textwrap.dedent("""
@@ -106,7 +170,7 @@ def test_sigkill_mid_search_loses_no_completed_trial(tmp_path):
     try:
         seen = []
         for line in proc.stdout:
-            if line.startswith("trial "):
+            if line.startswith("["):
                 seen.append(line)
             if len(seen) == 2:
                 proc.send_signal(signal.SIGKILL)  # mid-search: trial 3 is running
@@ -134,10 +198,10 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatc
     losstune.export_loss(losstune.families.get("focal").build({"gamma": 1.0}), path)
     old = path.read_text()
 
-    def broken_dump(*args, **kwargs):
+    def broken_fsync(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(config_module.json, "dump", broken_dump)
+    monkeypatch.setattr(config_module.os, "fsync", broken_fsync)  # fails after the new text was written
     with pytest.raises(OSError, match="disk full"):
         losstune.export_loss(losstune.families.get("focal").build({"gamma": 3.0}), path)
     assert path.read_text() == old

@@ -41,8 +41,8 @@ def test_long_tailed_search_beats_crossentropy(long_tailed_search):
     assert result.best_score > result.baseline_score
     assert len({t.family for t in result.trials}) >= 3  # the search explored the families
     # one status line per finished trial
-    assert sum(line.startswith("trial ") for line in log.splitlines()) == 12
-    assert "trial 12/12" in log and "best so far" in log
+    assert sum(line.startswith("[") for line in log.splitlines()) == 12
+    assert "[12/12] trial 11 " in log and "best so far" in log
 
 
 def test_exported_config_rebuilds_the_same_loss(long_tailed_search, tmp_path):
