@@ -33,10 +33,10 @@ from keras_tuner.src.engine import base_tuner, oracle as oracle_module, tuner as
 from sklearn.datasets import load_digits
 
 import losstune
-from losstune import data as data_module
 from losstune import hypermodel as hypermodel_module
-from losstune import objectives
-from losstune import tensorboard as tb
+from losstune import inputs, objectives, tasks
+from losstune import tensorboard_log as tb
+from losstune import tuner as losstune_tuner
 from losstune.result import SearchResult
 
 search_module = sys.modules["losstune.search"]  # `losstune.search` is the function; this is its module
@@ -235,8 +235,9 @@ def instrument():
     L = LABELS
     p.wrap(tuner_module.Tuner, "__init__", L["start"], absorb=True)
     p.wrap(search_module, "_probe_model", L["start"], absorb=True)
-    for name in ("check_pair", "check_labels", "check_outputs"):
-        p.wrap(data_module, name, L["start"], absorb=True)
+    p.wrap(inputs, "check_pair", L["start"], absorb=True)
+    for name in ("check_labels", "check_outputs"):
+        p.wrap(tasks.Task, name, L["start"], absorb=True)
     p.wrap(hypermodel_module.LossHyperModel, "build", L["hm"])
     p.wrap(PlainHyperModel, "build", L["hm"])
     p.wrap(keras.Model, "compile", L["compile"])
@@ -270,8 +271,8 @@ def instrument():
                          (tuner_module.Tuner, ("_deepcopy_callbacks", "_configure_tensorboard_dir"))):
         for name in names:
             p.wrap(owner, name, L["kt"])
-    p.wrap(search_module.LosstuneTunerMixin, "_configure_tensorboard_dir", L["ltb"])
-    p.wrap(search_module.LosstuneTunerMixin, "_status_line", L["status"])
+    p.wrap(losstune_tuner.LosstuneTunerMixin, "_configure_tensorboard_dir", L["ltb"])
+    p.wrap(losstune_tuner.LosstuneTunerMixin, "_status_line", L["status"])
     p.wrap(SearchResult, "from_directory", L["result"])
     p.wrap(SearchResult, "export", L["result"])
     return p

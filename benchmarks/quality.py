@@ -28,7 +28,7 @@ from sklearn.metrics import f1_score, roc_auc_score
 
 import losstune
 from losstune import datasets
-from losstune.search import paired_difference
+from losstune.stats import paired_difference
 
 BUILT = []  # every model the builders created, in order (the last 2 x seeds are the confirmation's)
 

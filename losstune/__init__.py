@@ -5,15 +5,14 @@
     model.compile(optimizer="adam", loss=result.best_loss)
 """
 
-__version__ = "0.1.0"
-
-from losstune import families, spaces  # noqa: E402
+from losstune.version import __version__  # noqa: E402
+from losstune import families, spaces, tasks  # noqa: E402
 from losstune.class_weights import class_weights_from_counts  # noqa: E402
-from losstune.config import export_loss, load_loss  # noqa: E402
+from losstune.lossfile import export_loss, load_loss  # noqa: E402
 from losstune.hypermodel import LossHyperModel  # noqa: E402
 from losstune.result import SearchResult  # noqa: E402
 from losstune.search import search  # noqa: E402
-from losstune.space import LossSpace  # noqa: E402
+from losstune.lossspace import LossSpace  # noqa: E402
 
 __all__ = [
     "LossHyperModel",
@@ -25,4 +24,5 @@ __all__ = [
     "load_loss",
     "search",
     "spaces",
+    "tasks",
 ]

@@ -1,7 +1,9 @@
-"""The loss-family registry.
+"""The loss-family registry, built from the loss classes' own declarations.
 
 A `LossFamily` is what a search space tunes: a name, the tasks it fits, its hyperparameters (type, valid
-range, default, suggested search range) and a factory that returns a ready `keras.losses.Loss`.
+range, default, suggested search range) and a factory that returns a ready `keras.losses.Loss`. Every family
+of `losstune.losses` is registered here from its class (`LossFamily.from_class`); the facts live on the
+class only (see `losstune.losses.base.LosstuneLoss`).
 
     >>> import losstune
     >>> losstune.families.available()
@@ -14,49 +16,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
+from losstune import losses
 from losstune.losses import base
-
-
-@dataclass(frozen=True)
-class Hyperparameter:
-    """One hyperparameter of a loss family.
-
-    `kind` is "float", "int", "bool" or "choice". For numbers, `low`/`high` bound the valid range
-    (inclusive unless `low_inclusive`/`high_inclusive` say otherwise; None = unbounded) and
-    `search` is the suggested search range `(min, max)` with `sampling` "linear", "log" or
-    "reverse_log". For "choice", `values` lists the allowed values (also the suggested search values).
-    """
-
-    name: str
-    kind: str
-    default: Any
-    low: float | None = None
-    high: float | None = None
-    low_inclusive: bool = True
-    high_inclusive: bool = True
-    search: tuple | None = None
-    sampling: str = "linear"
-    values: tuple | None = None
-    doc: str = ""
-
-    def validate(self, family: str, value):
-        """Return the value in its canonical Python type, or raise ValueError naming everything."""
-        if self.kind == "bool":
-            if not isinstance(value, bool):
-                raise ValueError(f"{family}: `{self.name}` must be true or false, got {value!r}.")
-            return value
-        if self.kind == "choice":
-            return base.check_choice(family, self.name, value, self.values)
-        value = base.check_number(
-            family, self.name, value, self.low, self.high, self.low_inclusive, self.high_inclusive
-        )
-        if self.kind == "int":
-            if value != int(value):
-                raise ValueError(f"{family}: `{self.name}` must be an integer, got {value!r}.")
-            return int(value)
-        return value
+from losstune.losses.hyperparameters import Hyperparameter  # noqa: F401  (part of this module's API)
 
 
 @dataclass(frozen=True)
@@ -67,7 +31,8 @@ class LossFamily:
     `params` holds every hyperparameter (defaults filled in, validated).
     `weightable` says whether the class-weight modifier applies (classification losses).
     `needs_class_counts` says whether the factory itself uses the class counts (LDAM, logit adjustment,
-    class-balanced, weighted BCE's default).
+    class-balanced). `loss_class` is the loss class that declares the family (None for a family registered
+    with a hand-written factory).
     """
 
     name: str
@@ -78,10 +43,20 @@ class LossFamily:
     needs_class_counts: bool = False
     weightable: bool = True
     summary: str = ""
+    loss_class: type | None = None
     _by_name: dict = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         object.__setattr__(self, "_by_name", {h.name: h for h in self.hyperparameters})
+
+    @classmethod
+    def from_class(cls, loss_class) -> "LossFamily":
+        """The family a `LosstuneLoss` subclass declares."""
+        return cls(
+            name=loss_class.family, tasks=tuple(loss_class.tasks), hyperparameters=tuple(loss_class.hyperparameters),
+            factory=factory(loss_class), paper=loss_class.paper, needs_class_counts=loss_class.needs_class_counts,
+            weightable=loss_class.weightable, summary=loss_class.summary, loss_class=loss_class,
+        )
 
     def hyperparameter(self, name) -> Hyperparameter:
         if name not in self._by_name:
@@ -146,10 +121,25 @@ class LossFamily:
         )
 
 
+def factory(loss_class) -> Callable:
+    """The factory of a loss class: passes each loss the context arguments its constructor takes."""
+    takes = loss_class.context_arguments()
+
+    def build(params, *, task, from_logits, class_counts, class_weights):
+        context = {"task": task, "from_logits": from_logits, "class_counts": class_counts,
+                   "class_weights": class_weights}
+        return loss_class(**{k: context[k] for k in takes}, **params)
+
+    return build
+
+
 _REGISTRY: dict[str, LossFamily] = {}
 
 
-def register(family: LossFamily) -> LossFamily:
+def register(family) -> LossFamily:
+    """Add a family: a `LossFamily`, or a `LosstuneLoss` subclass that declares one."""
+    if isinstance(family, type) and issubclass(family, base.LosstuneLoss):
+        family = LossFamily.from_class(family)
     if family.name in _REGISTRY:
         raise ValueError(f"a loss family named {family.name!r} is already registered.")
     unknown = set(family.tasks) - set(base.TASKS)
@@ -170,7 +160,24 @@ def get(name) -> LossFamily:
     return _REGISTRY[name]
 
 
-# The families themselves are declared next to their losses; importing the modules registers them.
-from losstune.losses import classification as _classification  # noqa: E402,F401
-from losstune.losses import metric_learning as _metric_learning  # noqa: E402,F401
-from losstune.losses import regression as _regression  # noqa: E402,F401
+def markdown_table() -> str:
+    """The README's table of families, written from the registry."""
+    rows = [
+        "| family | tasks | hyperparameters: valid range, suggested search range; default | class weights | paper |",
+        "|---|---|---|---|---|",
+    ]
+    for name in available():
+        fam = get(name)
+        cells = []
+        for h in fam.hyperparameters:
+            search = h.search_text() if h.kind in ("float", "int") else ""
+            default = {"None": "none", "True": "true", "False": "false"}.get(str(h.default), str(h.default))
+            cells.append(f"`{h.name}` {h.valid_text()}" + (f", search {search}" if search else "")
+                         + f"; default {default}")
+        rows.append(f"| `{name}` | {', '.join(fam.tasks)} | {'<br>'.join(cells) or '—'} | "
+                    f"{'yes' if fam.weightable else '—'} | {fam.paper or '—'} |")
+    return "\n".join(rows) + "\n"
+
+
+for _cls in losses.family_classes():
+    register(_cls)

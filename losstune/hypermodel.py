@@ -15,8 +15,8 @@ import math
 import keras
 import keras_tuner
 
-from losstune import objectives
-from losstune.space import LossSpace
+from losstune import inputs, tasks
+from losstune.lossspace import LossSpace
 
 
 class NonFiniteLossGuard(keras.callbacks.Callback):
@@ -50,6 +50,9 @@ class LossHyperModel(keras_tuner.HyperModel):
         optimizer: an optimizer name, config dict or instance; a fresh copy is made for every model.
         metrics: extra metrics (names or instances, copied for every model) besides the task's defaults.
         seed: every model starts from the same initial weights and sees the same data order for a seed.
+        folds: None, or k: `fit` trains on k-1 folds of the (x, y) it is given and validates on the remaining
+            one (stratified by class for classification), execution e of a trial taking fold e % k; run k
+            executions per trial (`executions_per_trial=k`) to score every fold.
     """
 
     def __init__(
@@ -63,6 +66,7 @@ class LossHyperModel(keras_tuner.HyperModel):
         optimizer="adam",
         metrics=None,
         seed=0,
+        folds=None,
         name=None,
         tunable=True,
     ):
@@ -73,12 +77,15 @@ class LossHyperModel(keras_tuner.HyperModel):
             )
         self.build_model = build_model
         self.space = LossSpace.coerce(space)
-        self.task = task or self.space.task
+        self.task = tasks.get(task) if task is not None else self.space.task
         self.class_counts = None if class_counts is None else [float(c) for c in class_counts]
         self.from_logits = bool(from_logits)
         self.optimizer = optimizer
         self.metrics = list(metrics or [])
         self.seed = int(seed)
+        if folds is not None and (isinstance(folds, bool) or not isinstance(folds, int) or folds < 2):
+            raise ValueError(f"`folds` must be None or an integer >= 2, got {folds!r}.")
+        self.folds = folds
         # Set by losstune's tuners before each execution of a trial so executions differ in their seed.
         self.execution = 0
 
@@ -96,6 +103,8 @@ class LossHyperModel(keras_tuner.HyperModel):
 
     def fit(self, hp, model, *args, **kwargs):
         keras.utils.set_random_seed(self.seed + self.execution)  # the same data order for every trial
+        if self.folds:
+            args, kwargs = self._fold(args, kwargs)
         guard = NonFiniteLossGuard()
         kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + [guard]
         history = model.fit(*args, **kwargs)
@@ -105,6 +114,20 @@ class LossHyperModel(keras_tuner.HyperModel):
         return history
 
     # --- helpers -------------------------------------------------------------------------------------
+    def _fold(self, args, kwargs):
+        """Training and validation data of this execution's fold, cut from the (x, y) given to `fit`."""
+        args, kwargs = list(args), dict(kwargs)
+        x = args.pop(0) if args else kwargs.pop("x", None)
+        y = args.pop(0) if args else kwargs.pop("y", None)
+        if x is None or y is None or inputs.is_dataset(x):
+            raise ValueError("`folds` needs x and y as arrays (not a tf.data.Dataset) to cut its folds from.")
+        if kwargs.get("validation_data") is not None:
+            raise ValueError("`folds` cuts the validation data from (x, y); pass no `validation_data`.")
+        train, val = inputs.fold_indices(len(y), self.folds, self.seed, self.task.strata(y))[self.execution % self.folds]
+        kwargs.update(x=inputs.take(x, train), y=inputs.take(y, train),
+                      validation_data=(inputs.take(x, val), inputs.take(y, val)))
+        return args, kwargs
+
     def user_model(self, hp):
         """The user's (uncompiled) model for `hp`."""
         if isinstance(self.build_model, keras.Model):
@@ -130,12 +153,11 @@ class LossHyperModel(keras_tuner.HyperModel):
             m.__class__.from_config(m.get_config()) if isinstance(m, keras.metrics.Metric) else m
             for m in self.metrics
         ]
-        return objectives.default_metrics(self.task, from_logits=self.from_logits, num_outputs=num_outputs) + extra
+        return self.task.metrics(from_logits=self.from_logits, num_outputs=num_outputs) + extra
 
     def metric_names(self, num_outputs=1):
         """Names of the metrics every compiled model reports (for objective validation)."""
-        names = [m.name for m in objectives.default_metrics(self.task, from_logits=self.from_logits,
-                                                            num_outputs=num_outputs)]
+        names = [m.name for m in self.task.metrics(from_logits=self.from_logits, num_outputs=num_outputs)]
         for m in self.metrics:
             names.append(m.name if isinstance(m, keras.metrics.Metric) else str(m))
         return names

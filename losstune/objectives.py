@@ -1,4 +1,4 @@
-"""Search objectives: metrics that do not depend on the loss, one default per task.
+"""Search objectives: metrics that do not depend on the loss (each task names its default, see tasks.py).
 
 val_loss of a focal trial and of a cross-entropy trial are different quantities, so losstune ranks trials
 by a metric of the predictions alone (macro-F1, PR-AUC, pair ROC-AUC, MAE).
@@ -10,14 +10,6 @@ import keras
 import keras_tuner
 from keras import ops
 
-# task -> (metric name, direction). The objective is the validation value: "val_" + name.
-DEFAULT_METRIC = {
-    "multiclass": ("macro_f1", "max"),
-    "binary": ("pr_auc", "max"),
-    "multilabel": ("pr_auc", "max"),
-    "pairs": ("pair_auc", "max"),
-    "regression": ("mae", "min"),
-}
 # Directions of common Keras metric names, for objectives given as a plain string.
 _MAX_WORDS = ("auc", "accuracy", "acc", "f1", "precision", "recall", "iou", "r2", "score")
 _MIN_WORDS = ("loss", "error", "mae", "mse", "rmse", "msle", "crossentropy", "hinge", "mape")
@@ -64,22 +56,6 @@ class PairAUC(keras.metrics.AUC):
         return {"name": self.name, "num_thresholds": self.num_thresholds, "dtype": self.dtype}
 
 
-def default_metrics(task, *, from_logits=False, num_outputs=1):
-    """Fresh instances of the metrics losstune adds for `task` (one set per compiled model)."""
-    if task == "multiclass":
-        return [MacroF1()]
-    if task == "binary":
-        return [keras.metrics.AUC(curve="PR", from_logits=from_logits, name="pr_auc")]
-    if task == "multilabel":
-        return [keras.metrics.AUC(curve="PR", multi_label=True, num_labels=num_outputs,
-                                  from_logits=from_logits, name="pr_auc")]
-    if task == "pairs":
-        return [PairAUC()]
-    if task == "regression":
-        return [keras.metrics.MeanAbsoluteError(name="mae")]
-    return []
-
-
 def direction_of(name):
     """"max" or "min" for a metric name made of common words, else None."""
     base = name[4:] if name.startswith("val_") else name
@@ -97,17 +73,17 @@ def resolve(objective, task, metric_names, loss_is_tuned):
     Args:
         objective: None (the task's default), a metric name such as "val_macro_f1", or a
             `keras_tuner.Objective`.
-        task: the search's task.
+        task: the search's `losstune.tasks.Task` (its `objective` is the default).
         metric_names: names of the metrics the compiled model reports (without "val_").
         loss_is_tuned: whether trials differ in their loss; then the loss itself is no objective.
     """
     if objective is None:
-        if task not in DEFAULT_METRIC:
+        if task.objective is None:
             raise ValueError(
-                f"`objective`: task {task!r} has no default objective; pass one, e.g. "
+                f"`objective`: task {task.name!r} has no default objective; pass one, e.g. "
                 f"keras_tuner.Objective('val_<metric>', 'max'), naming one of the metrics {sorted(metric_names)}."
             )
-        name, direction = DEFAULT_METRIC[task]
+        name, direction = task.objective
         return keras_tuner.Objective(f"val_{name}", direction)
     if isinstance(objective, keras_tuner.Objective):
         name, direction = objective.name, objective.direction
@@ -122,7 +98,7 @@ def resolve(objective, task, metric_names, loss_is_tuned):
             f"`objective`={name!r} depends on the loss: a focal and a cross-entropy trial report different "
             f"quantities as their loss, so ranking trials by it rewards the loss with the smallest scale, not "
             f"the best model. Use a metric of the predictions instead, e.g. "
-            f"'val_{DEFAULT_METRIC.get(task, ('<metric>',))[0]}'."
+            f"'val_{(task.objective or ('<metric>',))[0]}'."
         )
     known = set(metric_names) | {"loss"}
     base = name[4:] if name.startswith("val_") else name

@@ -6,74 +6,90 @@ same code serves right after `search()`, in `losstune show DIR`, and on every di
 
 from __future__ import annotations
 
+import dataclasses
 import glob
-import json
 import math
 import os
-import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
-from losstune import config as config_module
-from losstune.space import LossSpace
+from losstune import lossfile, tasks
+from losstune.files import read_json, write_json_atomic
+from losstune.lossspace import LossSpace, TrialLoss
+from losstune.tuner import failure_reason, stored_trials
 
 CONTEXT_FILE = "losstune.json"
 BEST_FILE = "best_loss.json"
 
 
 @dataclass
+class SearchContext:
+    """What `losstune.json` records about a search: enough to read it back without the caller's objects.
+
+    `search()` writes it before the first trial (and again with the confirmation); everything that reads a
+    search directory reads it through `load`.
+    """
+
+    space: dict
+    task: str
+    objective: dict  # {"name": ..., "direction": "min" | "max"}
+    class_counts: list | None
+    from_logits: bool
+    max_trials: int
+    epochs: int
+    seed: int
+    logdir: str = "logs"
+    confirmation: dict | None = None
+
+    # What must match for a search to resume in the same directory.
+    RESUME_KEYS = ("space", "task", "objective", "from_logits")
+
+    def save(self, project_dir):
+        write_json_atomic(os.path.join(project_dir, CONTEXT_FILE), dataclasses.asdict(self))
+
+    @classmethod
+    def load(cls, project_dir):
+        data = read_json(os.path.join(project_dir, CONTEXT_FILE))
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def check_resumable(self, project_dir):
+        """Refuse to resume a search in `project_dir` that was started with other arguments."""
+        if not os.path.isfile(os.path.join(project_dir, CONTEXT_FILE)):
+            return
+        saved = SearchContext.load(project_dir)
+        for key in self.RESUME_KEYS:
+            if getattr(saved, key) != getattr(self, key):
+                raise ValueError(
+                    f"{project_dir} holds a search with a different `{key}` ({getattr(saved, key)!r}); resume it "
+                    f"with the same arguments, pass overwrite=True to start afresh, or use another directory."
+                )
+
+
+@dataclass
 class TrialRecord:
+    """One trial of a search: its loss, its score and how it ended."""
+
     trial_id: str
-    family: str
-    params: dict
-    power: float | None
+    loss: TrialLoss
     score: float | None
     status: str
     message: str = ""
     is_baseline: bool = False
 
+    @property
+    def family(self):
+        return self.loss.family
+
+    @property
+    def params(self):
+        return self.loss.params
+
+    @property
+    def power(self):
+        return self.loss.power
+
     def describe_loss(self):
-        params = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(self.params.items()))
-        weights = f", class_weights power={_fmt(self.power)}" if self.power else ""
-        return f"{self.family}({params}{weights})"
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-# Keras wraps errors raised inside a layer's call: a header line, the real error, then an argument listing.
-_KERAS_CALL_HEADER = re.compile(r"^Exception encountered when calling .*\.$")
-_KERAS_ARGUMENTS = re.compile(r"^Arguments received by ")
-
-
-def failure_reason(message):
-    """The one line that says why a trial failed, from KerasTuner's stored traceback (or a plain message).
-
-    The exception text follows the last stack frame; its class name is dropped, and for Keras's wrapped call
-    errors the header ("Exception encountered when calling ...") and the argument listing are skipped, so
-    what is left is the line that says what is incompatible.
-    """
-    lines = _ANSI.sub("", message or "").strip().splitlines()
-    frames = [i for i, line in enumerate(lines) if line.startswith('  File "')]
-    if frames:
-        start = frames[-1] + 1
-        while start < len(lines) and lines[start].startswith("    "):
-            start += 1  # the frame's source line and its ^^^ markers
-        lines = lines[start:]
-    text = []
-    for line in lines:
-        if _KERAS_ARGUMENTS.match(line):
-            break
-        text.append(line.strip())
-    if text:
-        head, sep, tail = text[0].partition(": ")
-        if sep and head.replace(".", "").replace("_", "").isalnum():
-            text[0] = tail  # "ValueError: ..." -> "..."
-    text = [line for line in text if line and not _KERAS_CALL_HEADER.match(line)]
-    return text[0] if text else ""
-
-
-def _fmt(v):
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
+        return self.loss.describe()
 
 
 def find_search_directory(directory):
@@ -95,14 +111,14 @@ def find_search_directory(directory):
 class SearchResult:
     """Best vs baseline, the trials table, and the best loss, ready for `model.compile`."""
 
-    def __init__(self, directory, context, trials, confirmation=None):
+    def __init__(self, directory, context: SearchContext, trials):
         self.directory = directory
         self.context = context
-        self.space = LossSpace.from_dict(context["space"], source=os.path.join(directory, CONTEXT_FILE))
-        self.task = context["task"]
-        self.objective = context["objective"]
+        self.space = LossSpace.from_dict(context.space, source=os.path.join(directory, CONTEXT_FILE))
+        self.task = tasks.get(context.task)
+        self.objective = context.objective
         self.trials = trials
-        self.confirmation = confirmation
+        self.confirmation = context.confirmation
         done = [t for t in trials if t.status == "COMPLETED" and t.score is not None and math.isfinite(t.score)]
         sign = 1 if self.objective["direction"] == "max" else -1
         self.best_trial = max(done, key=lambda t: (sign * t.score, -int(t.trial_id))) if done else None
@@ -114,27 +130,17 @@ class SearchResult:
         """Read a search back from its directory: the `directory` given to `search()` (or `--directory`), or
         the project directory inside it (`directory/project_name`, the one holding `losstune.json`)."""
         directory = find_search_directory(directory)
-        path = os.path.join(directory, CONTEXT_FILE)
-        context = config_module.read_config(path)
-        space = LossSpace.from_dict(context["space"], source=path)
+        context = SearchContext.load(directory)
+        space = LossSpace.from_dict(context.space, source=os.path.join(directory, CONTEXT_FILE))
         baseline = space.baseline_loss()
         trials, seen_baseline = [], False
-        for trial_file in sorted(glob.glob(os.path.join(directory, "trial_*", "trial.json"))):
-            with open(trial_file, encoding="utf-8") as fh:
-                state = json.load(fh)
-            values = state.get("hyperparameters", {}).get("values", {})
-            loss = space.trial_loss(values)
+        for stored in stored_trials(directory):
+            loss = space.trial_loss(stored.values)
             is_baseline = not seen_baseline and loss == baseline
             seen_baseline = seen_baseline or is_baseline
-            score = state.get("score")
-            trials.append(TrialRecord(
-                trial_id=state["trial_id"], family=loss.family, params=loss.params, power=loss.power,
-                score=None if score is None else float(score), status=state.get("status", "UNKNOWN"),
-                message=failure_reason(state.get("message")),
-                is_baseline=is_baseline,
-            ))
-        confirmation = context.get("confirmation")
-        return cls(directory, context, trials, confirmation)
+            trials.append(TrialRecord(stored.trial_id, loss, stored.score, stored.status,
+                                      failure_reason(stored.message), is_baseline))
+        return cls(directory, context, trials)
 
     # --- the answers ---------------------------------------------------------------------------------------
     @property
@@ -162,18 +168,12 @@ class SearchResult:
             )
         return self.best_trial
 
-    def _trial_loss(self, record):
-        from losstune.space import TrialLoss
-
-        return TrialLoss(record.family, record.params, record.power)
-
     @property
     def best_loss(self):
         """The best trial's loss, a `keras.losses.Loss` ready for `model.compile`."""
         best = self._require_best()
-        return self._trial_loss(best).build(
-            self.task, class_counts=self.context.get("class_counts"), from_logits=self.context["from_logits"]
-        )
+        return best.loss.build(self.task, class_counts=self.context.class_counts,
+                               from_logits=self.context.from_logits)
 
     @property
     def best_config(self):
@@ -183,29 +183,29 @@ class SearchResult:
         cfg = loss.get_config()
         baseline = self.baseline_trial
         return {
-            "schema_version": config_module.SCHEMA_VERSION,
-            "format": config_module.FORMAT,
-            "loss": config_module.loss_to_dict(loss),
+            "schema_version": lossfile.SCHEMA_VERSION,
+            "format": lossfile.FORMAT,
+            "loss": lossfile.loss_to_dict(loss),
             "family": best.family,
-            "task": self.task,
+            "task": self.task.name,
             "params": dict(best.params),
-            "from_logits": self.context["from_logits"],
+            "from_logits": self.context.from_logits,
             "class_weight_power": best.power,
             "class_weights": cfg.get("class_weights"),
-            "class_counts": self.context.get("class_counts"),
+            "class_counts": self.context.class_counts,
             "objective": dict(self.objective),
             "score": best.score,
             "trial_id": best.trial_id,
             "baseline": None if baseline is None else {
                 "family": baseline.family, "params": baseline.params, "class_weight_power": baseline.power},
             "baseline_score": self.baseline_score,
-            "versions": config_module.library_versions(),
+            "versions": lossfile.library_versions(),
         }
 
     def export(self, path=None):
         """Write the best loss config as JSON (atomically); default: `<directory>/best_loss.json`."""
         path = path or os.path.join(self.directory, BEST_FILE)
-        return config_module.export_loss(self.best_config, path)
+        return lossfile.export_loss(self.best_config, path)
 
     # --- display -----------------------------------------------------------------------------------------
     def table(self):
@@ -237,14 +237,14 @@ class SearchResult:
         return text
 
     def to_markdown(self):
+        """Best vs baseline, and each failed trial with its reason (the TensorBoard summary's text)."""
         rows = ["| | loss | " + self.objective["name"] + " |", "|---|---|---|"]
         for label, t in (("best", self.best_trial), ("baseline", self.baseline_trial)):
             if t is not None:
                 rows.append(f"| {label} | {t.describe_loss()} | {t.score:.4f} |")
+        for t in self.failed:
+            rows.append(f"| trial {t.trial_id} {t.status} | {t.describe_loss()} | {t.message or '-'} |")
         return "\n".join(rows)
-
-    def trials_as_dicts(self):
-        return [asdict(t) for t in self.trials]
 
     def __repr__(self):
         return f"SearchResult({self.directory!r}, trials={len(self.trials)}, best={self.best_score}, baseline={self.baseline_score})"

@@ -45,7 +45,7 @@ def _start(tmp_path, tuner_id, port, epochs):
 
 
 def _trial_lines(tmp_path, tuner_id):
-    return [l for l in (tmp_path / f"{tuner_id}.log").read_text().splitlines() if l.startswith("trial ")]
+    return [l for l in (tmp_path / f"{tuner_id}.log").read_text().splitlines() if l.startswith("[")]
 
 
 def _run(tmp_path, epochs, kill_and_restart=False, timeout=300):

@@ -16,7 +16,7 @@ from tensorboard.backend.event_processing import event_multiplexer
 from tensorboard.plugins.hparams import api_pb2, metadata
 
 import losstune
-from losstune import config as config_module
+from losstune import files
 from tests.helpers import tiny_multiclass
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -201,7 +201,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatc
     def broken_fsync(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(config_module.os, "fsync", broken_fsync)  # fails after the new text was written
+    monkeypatch.setattr(files.os, "fsync", broken_fsync)  # fails after the new text was written
     with pytest.raises(OSError, match="disk full"):
         losstune.export_loss(losstune.families.get("focal").build({"gamma": 3.0}), path)
     assert path.read_text() == old

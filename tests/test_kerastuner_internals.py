@@ -14,3 +14,39 @@ def test_trial_traceback_printing_is_switched_by_the_debug_flag():
     assert isinstance(kt_config.DEBUG, bool)
     source = inspect.getsource(base_tuner.BaseTuner._try_run_and_update_trial)
     assert "config_module.DEBUG" in source and "traceback.print_exc()" in source
+
+
+def test_the_per_execution_tensorboard_hook_exists_with_its_signature():
+    # losstune's mixin extends it to add its TensorBoard run, HParams session and loss picture per execution.
+    import keras_tuner
+
+    params = list(inspect.signature(keras_tuner.Tuner._configure_tensorboard_dir).parameters)
+    assert params == ["self", "callbacks", "trial", "execution"]
+
+
+def test_populate_space_is_the_oracles_source_of_the_next_trial():
+    # losstune replaces it on the oracle instance to put the baseline first.
+    import keras_tuner
+
+    oracle = keras_tuner.oracles.RandomSearchOracle(objective="val_loss", max_trials=1)
+    assert list(inspect.signature(oracle.populate_space).parameters) == ["trial_id"]
+    assert "populate_space" in inspect.getsource(keras_tuner.engine.oracle.Oracle._populate_space)
+
+
+def test_distributed_roles_are_read_from_the_environment():
+    from keras_tuner.src.distribute import utils as dist_utils
+
+    assert callable(dist_utils.has_chief_oracle) and callable(dist_utils.is_chief_oracle)
+    assert not dist_utils.has_chief_oracle()  # no KERASTUNER_ORACLE_IP in the test environment
+
+
+def test_trial_state_holds_the_keys_losstune_reads_back():
+    # tuner.stored_trials reads <project>/trial_<id>/trial.json, which is Trial.get_state() as JSON.
+    import keras_tuner
+    from keras_tuner.engine import trial as trial_module
+
+    hp = keras_tuner.HyperParameters()
+    hp.Choice("loss", ["crossentropy", "focal"])
+    state = trial_module.Trial(hp, trial_id="3", status="COMPLETED").get_state()
+    assert {"trial_id", "hyperparameters", "status", "score", "message"} <= set(state)
+    assert state["hyperparameters"]["values"] == {"loss": "crossentropy"}

@@ -160,6 +160,48 @@ def test_metric_learning_families_match_numpy():
         np.mean(every), rel=1e-4)
 
 
+def np_tversky(t, p, alpha, beta, smooth):
+    """One value per sample, the counts summed over the labels (Salehi et al. 2017, smoothed)."""
+    tp, fp, fn = (t * p).sum(1), ((1 - t) * p).sum(1), (t * (1 - p)).sum(1)
+    return 1 - (tp + smooth) / (tp + alpha * fp + beta * fn + smooth)
+
+
+@pytest.mark.parametrize("alpha, beta, smooth", [(0.3, 0.7, 1.0), (0.9, 0.1, 0.5), (0.5, 0.5, 0.0), (0.0, 1.0, 2.0)])
+def test_tversky_matches_numpy(alpha, beta, smooth):
+    params = {"alpha": alpha, "beta": beta, "smooth": smooth}
+    pm = 1 / (1 + np.exp(-LOGITS))
+    ref = np_tversky(ML_Y, pm, alpha, beta, smooth)
+    assert value(build("tversky", params, task="multilabel", from_logits=True), ML_Y, LOGITS) == pytest.approx(
+        ref.mean(), rel=1e-4)
+    assert value(build("tversky", params, task="multilabel"), ML_Y, pm) == pytest.approx(ref.mean(), rel=1e-4)
+    # binary: one probability per sample, labels (n,) or (n, 1); a negative sample's loss is alpha p / (smooth + alpha p)
+    pb = 1 / (1 + np.exp(-BIN_LOGITS))
+    ref = np_tversky(BIN_Y, pb, alpha, beta, smooth)
+    for labels in (BIN_Y, BIN_Y[:, 0]):
+        assert value(build("tversky", params, task="binary", from_logits=True), labels, BIN_LOGITS) == pytest.approx(
+            ref.mean(), rel=1e-4)
+    # per sample: Keras's sample_weight and reductions apply as to every loss
+    loss = build("tversky", params, task="multilabel", from_logits=True)
+    per_sample = keras.ops.convert_to_numpy(loss.call(ML_Y.astype("float32"), LOGITS.astype("float32")))
+    np.testing.assert_allclose(per_sample, np_tversky(ML_Y, pm, alpha, beta, smooth), rtol=1e-4, atol=1e-6)
+
+
+def test_tversky_is_dice_at_one_half_and_keras_swaps_alpha_and_beta():
+    pm = (1 / (1 + np.exp(-LOGITS))).astype("float32")
+    ours = build("tversky", {"alpha": 0.5, "beta": 0.5, "smooth": 0.0}, task="multilabel")
+    dice = keras.ops.mean(keras.losses.dice(ML_Y, pm, axis=-1))
+    assert value(ours, ML_Y, pm) == pytest.approx(float(dice), rel=1e-5)
+    ours = build("tversky", {"alpha": 0.2, "beta": 0.8, "smooth": 0.0}, task="multilabel")
+    swapped = keras.ops.mean(keras.losses.tversky(ML_Y, pm, alpha=0.8, beta=0.2, axis=-1))
+    as_named = keras.ops.mean(keras.losses.tversky(ML_Y, pm, alpha=0.2, beta=0.8, axis=-1))
+    assert value(ours, ML_Y, pm) == pytest.approx(float(swapped), rel=1e-5)
+    assert value(ours, ML_Y, pm) != pytest.approx(float(as_named), rel=1e-3)
+    # beta > alpha: missing a positive costs more than a false alarm of the same size
+    recall = build("tversky", {"alpha": 0.2, "beta": 0.8}, task="binary")
+    missed, false_alarm = value(recall, np.array([[1.0]]), np.array([[0.2]])), value(recall, np.array([[0.0]]), np.array([[0.8]]))
+    assert missed > false_alarm
+
+
 @pytest.mark.parametrize("name, params, ref", [
     ("mse", {}, keras.losses.MeanSquaredError()),
     ("huber", {"delta": 0.5}, keras.losses.Huber(delta=0.5)),
@@ -239,6 +281,8 @@ def test_finite_loss_and_gradients_over_the_valid_range(name):
     ("asymmetric", {}, "multilabel"), ("contrastive", {"margin": 1.5}, "pairs"), ("huber", {"delta": 0.7}, "regression"),
     ("class_balanced", {"base_loss": "focal"}, "multiclass"), ("asymmetric", {"gamma_neg": 0.5, "clip": 0.1}, "multilabel"),
     ("triplet", {"margin": 0.5}, "embedding"), ("triplet", {"margin": 0.5, "mining": "all"}, "embedding"),
+    ("tversky", {}, "multilabel"), ("tversky", {"alpha": 0.8, "beta": 0.1, "smooth": 0.5}, "binary"),
+    ("tversky", {"alpha": 0.5, "beta": 0.5, "smooth": 0.0}, "multilabel"),
 ])
 def test_gradients_match_finite_differences(name, params, task):
     keras.config.set_floatx("float64")
@@ -348,6 +392,9 @@ def test_huber_keeps_delta_through_save(tmp_path):
     ("crossentropy", {"label_smoothing": 1.5}, "multiclass", "crossentropy: `label_smoothing` must be in \\[0.0, 1.0\\), got 1.5"),
     ("contrastive", {"margin": 0.0}, "pairs", "contrastive: `margin` must be in \\(0.0, inf\\), got 0.0"),
     ("triplet", {"margin": -0.2}, "embedding", "triplet: `margin` must be in \\(0.0, inf\\), got -0.2"),
+    ("tversky", {"alpha": 1.5}, "binary", "tversky: `alpha` must be in \\[0.0, 1.0\\], got 1.5"),
+    ("tversky", {"smooth": -1.0}, "multilabel", "tversky: `smooth` must be in \\[0.0, inf\\), got -1.0"),
+    ("tversky", {}, "multiclass", "tversky: does not fit task 'multiclass'; it fits \\['binary', 'multilabel'\\]"),
     ("hinge", {"margin": 0}, "binary", "hinge: `margin` must be in \\(0.0, inf\\), got 0"),
     ("quantile", {"quantile": 1.0}, "regression", "quantile: `quantile` must be in \\(0.0, 1.0\\), got 1.0"),
     ("huber", {"delta": -1}, "regression", "huber: `delta` must be in \\(0.0, inf\\)"),
@@ -363,16 +410,4 @@ def test_bad_hyperparameters_name_family_argument_value_and_range(name, params, 
         families.get(name).build(params, task=task)
 
 
-def test_loss_classes_validate_too():
-    with pytest.raises(ValueError, match="focal: `gamma`"):
-        type(build("focal", {}, task="multiclass"))(gamma=-0.5)
-    with pytest.raises(ValueError, match="class_weights` for task 'binary' holds 2 values"):
-        build("crossentropy", {}, task="binary", class_weights=[1.0, 2.0, 3.0])
-
-
-def test_registry_lists_families_by_task():
-    assert {"crossentropy", "focal", "ldam", "logit_adjusted", "poly1", "class_balanced", "hinge"} <= set(
-        families.available("multiclass"))
-    assert families.available("pairs") == ["contrastive"]
-    with pytest.raises(ValueError, match="unknown loss family 'nope'; available"):
-        families.get("nope")
+# The constructors' and the registry's checks, and the registry's listing by task: tests/test_families.py.

@@ -12,7 +12,7 @@ import pytest
 
 import losstune
 from losstune import datasets
-from losstune.search import _frozen_heap
+from losstune.tuner import _frozen_heap
 from tests.helpers import mlp, siamese, tiny_multiclass
 
 
@@ -129,7 +129,7 @@ def test_resume_runs_only_the_remaining_trials(tmp_path):
     result = losstune.search(mlp(3, inputs=8), x, y, max_trials=4, stream=second, **common)
     assert len(result.trials) == 4
     lines = second.getvalue().splitlines()
-    assert [line.split()[1] for line in lines] == ["3/4", "4/4"]  # only trials 3 and 4 ran
+    assert [line.split()[:3] for line in lines] == [["[3/4]", "trial", "2"], ["[4/4]", "trial", "3"]]  # only 2 ran
     for path, stamp in stamps.items():
         assert os.path.getmtime(path) == stamp
     assert result.trials[0].is_baseline and sum(t.is_baseline for t in result.trials) == 1
@@ -183,7 +183,7 @@ def test_tf_data_dataset_input(tmp_path):
     result = losstune.search(mlp(3, inputs=8), train, validation_data=train, space="imbalanced_multiclass",
                              tuner="random", max_trials=2, epochs=1, directory=str(tmp_path), stream=io.StringIO())
     assert len(result.completed) == 2
-    assert result.context["class_counts"] == np.bincount(y, minlength=3).tolist()
+    assert result.context.class_counts == np.bincount(y, minlength=3).tolist()
 
 
 def test_executions_use_different_seeds_and_average(tmp_path):
@@ -201,7 +201,7 @@ def test_executions_use_different_seeds_and_average(tmp_path):
 
 
 def test_paired_difference_confidence_interval():
-    from losstune.search import paired_difference
+    from losstune.stats import paired_difference
 
     best, base = [0.80, 0.82, 0.85, 0.81, 0.84], [0.70, 0.75, 0.74, 0.72, 0.73]
     stats = paired_difference(best, base)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import losstune
-from losstune.space import LOSS_HP, POWER_HP, LossSpace
+from losstune.lossspace import LOSS_HP, POWER_HP, LossSpace
 
 TOML = """
 task = "multiclass"
@@ -29,7 +29,7 @@ def test_bundled_spaces_load_and_cover_the_tasks():
     names = losstune.spaces.available()
     assert {"imbalanced_binary", "imbalanced_multiclass", "multilabel", "metric_learning",
             "robust_regression"} <= set(names)
-    tasks = {losstune.LossSpace.from_toml(n).task for n in names}
+    tasks = {losstune.LossSpace.from_toml(n).task.name for n in names}
     assert {"binary", "multiclass", "multilabel", "pairs", "regression"} <= tasks
     for name, task, families, description in losstune.spaces.describe():
         assert families and description

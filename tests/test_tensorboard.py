@@ -10,7 +10,8 @@ from tensorboard.plugins.hparams import metadata
 from tensorboard.util import tensor_util
 
 import losstune
-from losstune import tensorboard as tb
+from losstune import tasks
+from losstune import tensorboard_log as tb
 from tests.helpers import mlp, tiny_multiclass
 
 
@@ -85,7 +86,7 @@ def test_scalars_score_and_loss_picture_per_trial(search_logs):
 
 def test_loss_curve_follows_the_loss():
     fam = losstune.families.get("crossentropy")
-    x, (curve,) = tb.loss_curve(fam.build({}, task="multiclass"), "multiclass", 4, False)
+    x, (curve,) = tasks.get("multiclass").loss_curves(fam.build({}, task="multiclass"), 4, False)
     np.testing.assert_allclose(curve, -np.log(x), rtol=1e-4)
     image = tb.render_curves([curve])
     assert image.shape == (200, 300, 3) and image.dtype == np.uint8

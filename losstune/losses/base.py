@@ -1,8 +1,9 @@
 """Shared machinery of every losstune loss: label handling, logits, class weights, validation, config.
 
 Every loss follows Keras's own pattern (`keras/src/losses/losses.py`): a pure function written in
-`keras.ops` that returns one loss value per sample, plus a thin `keras.losses.Loss` subclass
-(`LosstuneLoss`) that stores the hyperparameters and serialises them with `get_config`.
+`keras.ops` that returns one loss value per sample (`fn`), plus a thin `keras.losses.Loss` subclass of
+`LosstuneLoss` that declares the family and its hyperparameters once; its constructor, checks, docstring
+"Args", `get_config` and `call` are derived from that declaration here.
 
 Tasks and label conventions (see README):
 
@@ -16,11 +17,14 @@ Tasks and label conventions (see README):
 
 from __future__ import annotations
 
+import inspect
 import math
-from numbers import Real
+import textwrap
 
 import keras
 from keras import ops
+
+from losstune.losses.hyperparameters import Hyperparameter, check_choice, check_number
 
 CLASSIFICATION_TASKS = ("binary", "multiclass", "multilabel")
 TASKS = ("binary", "multiclass", "multilabel", "pairs", "embedding", "regression")
@@ -29,29 +33,6 @@ TASKS = ("binary", "multiclass", "multilabel", "pairs", "embedding", "regression
 # --------------------------------------------------------------------------------------------------
 # Validation at the boundary: every message names the family, the argument, the value and what is allowed.
 # --------------------------------------------------------------------------------------------------
-def check_number(family, name, value, low=None, high=None, low_inclusive=True, high_inclusive=True):
-    """Return `value` as a float, or raise ValueError naming family, argument, value and allowed range."""
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(float(value)):
-        raise ValueError(f"{family}: `{name}` must be a finite number, got {value!r}.")
-    value = float(value)
-    too_low = low is not None and (value < low or (value == low and not low_inclusive))
-    too_high = high is not None and (value > high or (value == high and not high_inclusive))
-    if too_low or too_high:
-        lo = "-inf" if low is None else repr(low)
-        hi = "inf" if high is None else repr(high)
-        interval = ("[" if low_inclusive and low is not None else "(") + f"{lo}, {hi}" + (
-            "]" if high_inclusive and high is not None else ")"
-        )
-        raise ValueError(f"{family}: `{name}` must be in {interval}, got {value!r}.")
-    return value
-
-
-def check_choice(family, name, value, allowed):
-    if value not in allowed:
-        raise ValueError(f"{family}: `{name}` must be one of {list(allowed)}, got {value!r}.")
-    return value
-
-
 def check_task(family, task, allowed):
     return check_choice(family, "task", task, allowed)
 
@@ -80,6 +61,18 @@ def check_class_weights(family, class_weights, task):
             f"got {len(weights)}."
         )
     return tuple(weights)
+
+
+def check_class_counts(family, class_counts, task):
+    """Class counts are training examples per class, each >= 0; returned as a tuple of floats."""
+    try:
+        counts = list(class_counts)
+    except TypeError:
+        raise ValueError(f"{family}: `class_counts` must be a list of counts, got {class_counts!r}.") from None
+    counts = [check_number(family, "class_counts", c, 0.0) for c in counts]
+    if task == "binary" and len(counts) != 2:
+        raise ValueError(f"{family}: `class_counts` for task 'binary' holds 2 values, got {len(counts)}.")
+    return tuple(counts)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -185,28 +178,106 @@ def weight_samples(sample_loss, targets, class_weights, task):
 
 
 # --------------------------------------------------------------------------------------------------
-# The Loss base class.
+# The Loss base class: a family's declaration, and everything derived from it.
 # --------------------------------------------------------------------------------------------------
-class LosstuneLoss(keras.losses.Loss):
-    """Thin `keras.losses.Loss` around a pure loss function.
+_CONTEXT_DOCS = {
+    "class_counts": "training examples per class (binary: [n_negative, n_positive]); a search measures them "
+                    "from the training labels.",
+    "from_logits": "whether `y_pred` holds logits (else probabilities); default False.",
+    "class_weights": "optional per-class weights, one per class (binary: [w_0, w_1]; multilabel: the weight "
+                     "of each label's positives), see `losstune.class_weights_from_counts`; default None.",
+}
+_KERAS_ARGS = ("reduction", "name", "dtype")
 
-    Subclasses set `fn` (the pure function, `fn(y_true, y_pred, **kwargs)` -> per-sample loss) and call
-    `super().__init__(name=..., reduction=..., dtype=..., **kwargs)` with their validated
-    hyperparameters as keyword arguments. `get_config` returns exactly the constructor arguments.
+
+class LosstuneLoss(keras.losses.Loss):
+    """Thin `keras.losses.Loss` around a pure loss function, with its hyperparameters declared once.
+
+    A loss family is one subclass that declares, as class attributes:
+
+    * `family` (the registry name), `tasks` (the first is the default), `paper`, `summary`,
+      `needs_class_counts` (the constructor then takes `class_counts` first) and `weightable` (it takes
+      `class_weights`);
+    * `hyperparameters`: a tuple of `Hyperparameter` (default, valid range, suggested search range, paper
+      setting, doc);
+    * `fn`: the pure per-sample loss, `fn(y_true, y_pred, **kwargs)` in `keras.ops`, as a staticmethod. Its
+      keyword arguments are named after the constructor arguments it uses (hyperparameters, `task`,
+      `from_logits`, `class_weights`, `class_counts`) or after the per-instance state `derived` computes
+      once from them (LDAM's margins, logit adjustment's log prior).
+
+    From this the class gets, at creation: its constructor (hyperparameters, then `task`, then `from_logits`
+    for classification tasks, `class_weights` when weightable, then Keras's `reduction`, `name`, `dtype`),
+    which validates every argument against the declaration; the "Args" section of its docstring;
+    `get_config` (exactly the constructor arguments); and `call`, the same for every class:
+    `fn(y_true, y_pred, **kwargs)`. `losstune.families` builds the registry from these declarations.
     """
 
+    family = None
+    tasks = ()
+    hyperparameters = ()
+    paper = ""
+    summary = ""
+    needs_class_counts = False
+    weightable = True
     fn = None
 
-    def __init__(self, name, reduction="sum_over_batch_size", dtype=None, **fn_kwargs):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self._fn_kwargs = fn_kwargs
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("family"):
+            _declare(cls)
+
+    @classmethod
+    def context_arguments(cls):
+        """The constructor arguments that are not hyperparameters nor Keras's: e.g. ("task", "from_logits")."""
+        names = ["class_counts"] if cls.needs_class_counts else []
+        names.append("task")
+        if set(cls.tasks) & set(CLASSIFICATION_TASKS):
+            names.append("from_logits")
+        if cls.weightable:
+            names.append("class_weights")
+        return tuple(names)
+
+    def __init__(self, *args, **kwargs):
+        cls = type(self)
+        if cls._signature is None:
+            raise TypeError(f"{cls.__name__} declares no loss `family`; see `LosstuneLoss`.")
+        arguments = cls._signature.bind(*args, **kwargs)
+        arguments.apply_defaults()
+        arguments = dict(arguments.arguments)
+        super().__init__(**{k: arguments.pop(k) for k in _KERAS_ARGS})
+        family = cls.family
+        task = check_task(family, arguments["task"], cls.tasks)
+        config = {"task": task}
+        if "from_logits" in arguments:
+            config["from_logits"] = bool(arguments["from_logits"])
+        if "class_weights" in arguments:
+            config["class_weights"] = check_class_weights(family, arguments["class_weights"], task)
+        if "class_counts" in arguments:
+            config["class_counts"] = check_class_counts(family, arguments["class_counts"], task)
+        for h in cls.hyperparameters:
+            config[h.name] = h.validate(family, arguments[h.name])
+        self._config = config
+        values = dict(config, **self.derived(config))
+        names = values if cls._fn_names is None else cls._fn_names
+        missing = [n for n in names if n not in values]
+        if missing:
+            raise TypeError(f"{cls.__name__}.fn takes {missing}: neither a constructor argument nor derived.")
+        self._fn_kwargs = {n: values[n] for n in names}
+
+    _signature = None  # the constructor's signature (without self), set at class creation
+    _fn_names = None  # the keyword arguments `fn` takes (None: any)
+
+    def derived(self, config):
+        """Per-instance state of `fn` computed once from the validated constructor arguments (a dict of
+        keyword arguments of `fn`); none by default."""
+        return {}
 
     def call(self, y_true, y_pred):
-        return type(self).fn(y_true, y_pred, **self._fn_kwargs)
+        return self.fn(y_true, y_pred, **self._fn_kwargs)
 
     def get_config(self):
         config = super().get_config()
-        for key, value in self._fn_kwargs.items():
+        for key, value in self._config.items():
             config[key] = list(value) if isinstance(value, tuple) else value
         return config
 
@@ -215,5 +286,66 @@ class LosstuneLoss(keras.losses.Loss):
         return cls(**config)
 
     def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self._fn_kwargs.items())
+        args = ", ".join(f"{k}={v!r}" for k, v in self._config.items())
         return f"{type(self).__name__}({args})"
+
+
+def _declare(cls):
+    """Check a family class's declaration; give it its constructor signature and docstring "Args"."""
+    where = f"{cls.__name__} (family {cls.family!r})"
+    unknown = set(cls.tasks) - set(TASKS)
+    if not cls.tasks or unknown:
+        raise TypeError(f"{where}: `tasks` must be a non-empty tuple of {list(TASKS)}, got {cls.tasks!r}.")
+    if not all(isinstance(h, Hyperparameter) for h in cls.hyperparameters):
+        raise TypeError(f"{where}: `hyperparameters` must be a tuple of Hyperparameter.")
+    names = [h.name for h in cls.hyperparameters]
+    context = cls.context_arguments()
+    clash = {n for n in names if names.count(n) > 1} | (set(names) & set(context + _KERAS_ARGS))
+    if clash:
+        raise TypeError(f"{where}: hyperparameter names must be unique and not {list(context + _KERAS_ARGS)}: "
+                        f"{sorted(clash)}.")
+    if cls.fn is None:
+        raise TypeError(f"{where}: `fn` (the pure per-sample loss) is not set.")
+    fn_params = list(inspect.signature(cls.fn).parameters.values())[2:]
+    cls._fn_names = None if any(p.kind is p.VAR_KEYWORD for p in fn_params) else tuple(p.name for p in fn_params)
+
+    P = inspect.Parameter
+    params = [P("self", P.POSITIONAL_OR_KEYWORD)]
+    if cls.needs_class_counts:
+        params.append(P("class_counts", P.POSITIONAL_OR_KEYWORD))
+    params += [P(h.name, P.POSITIONAL_OR_KEYWORD, default=h.default) for h in cls.hyperparameters]
+    params.append(P("task", P.POSITIONAL_OR_KEYWORD, default=cls.tasks[0]))
+    params += [P(n, P.POSITIONAL_OR_KEYWORD, default={"from_logits": False}.get(n))
+               for n in ("from_logits", "class_weights") if n in context]
+    params += [P("reduction", P.POSITIONAL_OR_KEYWORD, default="sum_over_batch_size"),
+               P("name", P.POSITIONAL_OR_KEYWORD, default=cls.family),
+               P("dtype", P.POSITIONAL_OR_KEYWORD, default=None)]
+    signature = inspect.Signature(params)
+    cls._signature = signature.replace(parameters=params[1:])
+
+    def __init__(self, *args, **kwargs):
+        LosstuneLoss.__init__(self, *args, **kwargs)
+
+    __init__.__signature__ = signature
+    __init__.__doc__ = f"A {cls.family} loss: the arguments are in the class docstring's Args."
+    __init__.__qualname__ = f"{cls.__qualname__}.__init__"
+    __init__.__module__ = cls.__module__
+    cls.__init__ = __init__
+    cls.__doc__ = args_docstring(cls)
+
+
+def args_docstring(cls):
+    """The class's own docstring followed by an "Args" section written from its declaration."""
+    rows = []
+    if cls.needs_class_counts:
+        rows.append(("class_counts", _CONTEXT_DOCS["class_counts"]))
+    rows += [(h.name, h.arg_doc()) for h in cls.hyperparameters]
+    rows.append(("task", "one of " + ", ".join(repr(t) for t in cls.tasks) + f"; default {cls.tasks[0]!r}."))
+    rows += [(n, _CONTEXT_DOCS[n]) for n in ("from_logits", "class_weights") if n in cls.context_arguments()]
+    rows.append(("reduction, name, dtype", f"as for every `keras.losses.Loss`; `name` defaults to {cls.family!r}."))
+    lines = ["Args:"]
+    for name, text in rows:
+        lines += textwrap.wrap(f"{name}: {text}", 110, initial_indent="    ", subsequent_indent="        ",
+                               break_on_hyphens=False, break_long_words=False)
+    own = inspect.cleandoc(cls.__dict__.get("__doc__") or "")
+    return (own + "\n\n" if own else "") + "\n".join(lines)

@@ -1,8 +1,9 @@
 """Classification losses: cross-entropy, focal, weighted BCE, class-balanced, LDAM, logit adjustment, poly-1,
-asymmetric, hinge.
+asymmetric, hinge, Tversky.
 
 Every loss is computed from logits (probability inputs are turned into logits once, after clipping), so it
-is finite with finite gradients for saturated predictions on every Keras backend.
+is finite with finite gradients for saturated predictions on every Keras backend; Tversky, a ratio of bounded
+soft counts, works on the probabilities.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from losstune.families import Hyperparameter, LossFamily, register
 from losstune.losses import base
+from losstune.losses.hyperparameters import Hyperparameter as H
 
 _SIGMOID_TASKS = ("binary", "multilabel")
 
@@ -35,13 +36,6 @@ def _sigmoid_terms(y_true, y_pred, from_logits):
     z = base.binary_logits(y_pred, from_logits)
     t = base.binary_targets(y_true, z)
     return t, z, ops.log_sigmoid(z), ops.log_sigmoid(-z)
-
-
-def _init(self, family, task, tasks, from_logits, class_weights, reduction, name, dtype, **params):
-    task = base.check_task(family, task, tasks)
-    class_weights = base.check_class_weights(family, class_weights, task)
-    base.LosstuneLoss.__init__(self, name=name, reduction=reduction, dtype=dtype, task=task,
-                               from_logits=bool(from_logits), class_weights=class_weights, **params)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -76,21 +70,17 @@ class CrossEntropy(base.LosstuneLoss):
 
     Formula: see `crossentropy`. Matches `keras.losses.CategoricalCrossentropy` / `BinaryCrossentropy`, and
     adds label smoothing for integer labels (which `SparseCategoricalCrossentropy` lacks).
-
-    Args:
-        label_smoothing: float in [0, 1); 0 = none. Paper: 0.1. Search: [0, 0.3].
-        task: "binary", "multiclass" or "multilabel".
-        from_logits: whether `y_pred` holds logits.
-        class_weights: optional per-class weights (see `losstune.class_weights_from_counts`).
     """
 
+    family = "crossentropy"
+    tasks = ("multiclass", "binary", "multilabel")
+    paper = "Szegedy et al. 2016 (label smoothing)"
+    summary = "cross-entropy with label smoothing"
+    hyperparameters = (
+        H("label_smoothing", "float", 0.0, 0.0, 1.0, high_inclusive=False, search=(0.0, 0.3), paper="0.1",
+          doc="mixes the targets with the uniform distribution (0.5 for sigmoid outputs); 0 = none"),
+    )
     fn = staticmethod(crossentropy)
-
-    def __init__(self, label_smoothing=0.0, task="multiclass", from_logits=False, class_weights=None,
-                 reduction="sum_over_batch_size", name="crossentropy", dtype=None):
-        ls = base.check_number("crossentropy", "label_smoothing", label_smoothing, 0.0, 1.0, high_inclusive=False)
-        _init(self, "crossentropy", task, base.CLASSIFICATION_TASKS, from_logits, class_weights, reduction, name,
-              dtype, label_smoothing=ls)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -127,22 +117,20 @@ class FocalCrossentropy(base.LosstuneLoss):
     every gamma >= 0 at saturated predictions (the factor (1 - p_t)^gamma comes from log-sigmoid /
     expm1 of the log-probability, floored before the power), alpha is honoured for binary labels, and integer
     class ids work. gamma = 0 with alpha None is cross-entropy.
-
-    Args:
-        gamma: float >= 0. Paper: 2. Search: [0, 5].
-        alpha: None (no balancing) or float in [0, 1]: weight of positives (negatives: 1 - alpha) for
-            sigmoid outputs; a scale of the loss for multiclass. Paper: 0.25. Search: [0.1, 0.9].
     """
 
+    family = "focal"
+    tasks = ("multiclass", "binary", "multilabel")
+    paper = "Lin et al. 2017"
+    summary = "down-weights easy examples by (1 - p_t)^gamma"
+    hyperparameters = (
+        H("gamma", "float", 2.0, 0.0, None, search=(0.0, 5.0), paper="2",
+          doc="focusing: easy examples weigh (1 - p_t)^gamma; 0 = cross-entropy"),
+        H("alpha", "float", None, 0.0, 1.0, search=(0.1, 0.9), paper="0.25",
+          doc="weight of positives (negatives: 1 - alpha) for sigmoid outputs, a scale of the loss for "
+              "multiclass; None = no balancing"),
+    )
     fn = staticmethod(focal_crossentropy)
-
-    def __init__(self, gamma=2.0, alpha=None, task="multiclass", from_logits=False, class_weights=None,
-                 reduction="sum_over_batch_size", name="focal", dtype=None):
-        gamma = base.check_number("focal", "gamma", gamma, 0.0)
-        if alpha is not None:
-            alpha = base.check_number("focal", "alpha", alpha, 0.0, 1.0)
-        _init(self, "focal", task, base.CLASSIFICATION_TASKS, from_logits, class_weights, reduction, name, dtype,
-              gamma=gamma, alpha=alpha)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -157,19 +145,17 @@ def weighted_binary_crossentropy(y_true, y_pred, pos_weight=1.0, task="binary", 
 
 @keras.saving.register_keras_serializable(package="losstune")
 class WeightedBinaryCrossentropy(base.LosstuneLoss):
-    """Binary cross-entropy with a weight on the positive term (as `tf.nn.weighted_cross_entropy_with_logits`).
+    """Binary cross-entropy with a weight on the positive term (as `tf.nn.weighted_cross_entropy_with_logits`)."""
 
-    Args:
-        pos_weight: float > 0; 1 = plain BCE; n_neg / n_pos balances the classes. Search: [1, n_neg/n_pos] log.
-    """
-
+    family = "weighted_bce"
+    tasks = _SIGMOID_TASKS
+    summary = "binary cross-entropy with a weight on positives"
+    hyperparameters = (
+        H("pos_weight", "float", 1.0, 0.0, None, low_inclusive=False, search=(1.0, 100.0), sampling="log",
+          paper="n_neg / n_pos", doc="weight of the positive term; 1 = plain BCE, n_neg / n_pos balances the "
+                                     "classes (search up to it)"),
+    )
     fn = staticmethod(weighted_binary_crossentropy)
-
-    def __init__(self, pos_weight=1.0, task="binary", from_logits=False, class_weights=None,
-                 reduction="sum_over_batch_size", name="weighted_bce", dtype=None):
-        pw = base.check_number("weighted_bce", "pos_weight", pos_weight, 0.0, low_inclusive=False)
-        _init(self, "weighted_bce", task, _SIGMOID_TASKS, from_logits, class_weights, reduction, name, dtype,
-              pos_weight=pw)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -185,46 +171,43 @@ def effective_number_weights(class_counts, beta):
     return [w * len(raw) / total for w in raw]
 
 
+def class_balanced_loss(y_true, y_pred, weights, base_loss="crossentropy", gamma=2.0, task="multiclass",
+                        from_logits=False):
+    """The base loss (cross-entropy, or focal with `gamma`) with the per-class `weights` w_c."""
+    if base_loss == "focal":
+        return focal_crossentropy(y_true, y_pred, gamma=gamma, task=task, from_logits=from_logits,
+                                  class_weights=weights)
+    return crossentropy(y_true, y_pred, task=task, from_logits=from_logits, class_weights=weights)
+
+
 @keras.saving.register_keras_serializable(package="losstune")
 class ClassBalancedLoss(base.LosstuneLoss):
     """Class-balanced loss (Cui et al. 2019, "Class-Balanced Loss Based on Effective Number of Samples").
 
     loss = w_y * base_loss, w_c = (1 - beta) / (1 - beta^n_c) normalised to sum to C; the base loss is
     cross-entropy or focal (with `gamma`). beta = 0 gives the unweighted base loss.
-
-    Args:
-        class_counts: training examples per class (binary: [n_negative, n_positive]).
-        beta: float in [0, 1). Paper: {0.9, 0.99, 0.999, 0.9999}. Search: [0.9, 0.9999] reverse-log.
-        base_loss: "crossentropy" or "focal".
-        gamma: focal gamma >= 0 (used when base_loss is "focal").
     """
 
-    fn = None
+    family = "class_balanced"
+    tasks = ("multiclass", "binary")
+    paper = "Cui et al. 2019"
+    summary = "re-weights classes by their effective number"
+    needs_class_counts = True
+    hyperparameters = (
+        H("beta", "float", 0.999, 0.0, 1.0, high_inclusive=False, search=(0.9, 0.9999), sampling="reverse_log",
+          paper="{0.9, 0.99, 0.999, 0.9999}", doc="w_c = (1 - beta) / (1 - beta^n_c); 0 = unweighted"),
+        H("base_loss", "choice", "crossentropy", values=("crossentropy", "focal"), doc="the loss re-weighted"),
+        H("gamma", "float", 2.0, 0.0, None, search=(0.0, 5.0), paper="2",
+          doc="focal gamma, used when base_loss is 'focal'"),
+    )
+    fn = staticmethod(class_balanced_loss)
 
-    def __init__(self, class_counts, beta=0.999, base_loss="crossentropy", gamma=2.0, task="multiclass",
-                 from_logits=False, class_weights=None, reduction="sum_over_batch_size", name="class_balanced",
-                 dtype=None):
-        beta = base.check_number("class_balanced", "beta", beta, 0.0, 1.0, high_inclusive=False)
-        base.check_choice("class_balanced", "base_loss", base_loss, ("crossentropy", "focal"))
-        gamma = base.check_number("class_balanced", "gamma", gamma, 0.0)
-        counts = [base.check_number("class_balanced", "class_counts", c, 0.0) for c in class_counts]
-        task = base.check_task("class_balanced", task, ("binary", "multiclass"))
-        if task == "binary" and len(counts) != 2:
-            raise ValueError(f"class_balanced: `class_counts` for task 'binary' holds 2 values, got {len(counts)}.")
-        _init(self, "class_balanced", task, ("binary", "multiclass"), from_logits, class_weights, reduction, name,
-              dtype, class_counts=tuple(counts), beta=beta, base_loss=base_loss, gamma=gamma)
-        weights = np.asarray(effective_number_weights(counts, beta))
+    def derived(self, config):
         # Computed once here, not per call: converting a Python list per eager call is slow for many classes.
-        self._weights = weights if self._fn_kwargs["class_weights"] is None else (
-            weights * np.asarray(self._fn_kwargs["class_weights"]))
-
-    def call(self, y_true, y_pred):
-        kw = self._fn_kwargs
-        if kw["base_loss"] == "focal":
-            return focal_crossentropy(y_true, y_pred, gamma=kw["gamma"], task=kw["task"],
-                                      from_logits=kw["from_logits"], class_weights=self._weights)
-        return crossentropy(y_true, y_pred, task=kw["task"], from_logits=kw["from_logits"],
-                            class_weights=self._weights)
+        weights = np.asarray(effective_number_weights(config["class_counts"], config["beta"]))
+        if config["class_weights"] is not None:
+            weights = weights * np.asarray(config["class_weights"])
+        return {"weights": weights}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -251,29 +234,25 @@ class LDAMLoss(base.LosstuneLoss):
     Label-Distribution-Aware Margin Loss").
 
     loss = CE(softmax(s (z - m_y e_y))), m_c = max_margin n_c^(-1/4) / max_j n_j^(-1/4); with
-    from_logits=False the log-probabilities serve as the logits z.
-
-    Args:
-        class_counts: training examples per class.
-        max_margin: float > 0, the largest class margin. Paper: 0.5. Search: [0.1, 1].
-        scale: float > 0. Paper: 30. Search: {10, 30, 64}.
+    from_logits=False the log-probabilities serve as the logits z. The paper's deferred re-weighting (DRW)
+    schedule is not part of this loss.
     """
 
-    fn = None
+    family = "ldam"
+    tasks = ("multiclass",)
+    paper = "Cao et al. 2019"
+    summary = "larger margins for rarer classes"
+    needs_class_counts = True
+    hyperparameters = (
+        H("max_margin", "float", 0.5, 0.0, None, low_inclusive=False, search=(0.1, 1.0), paper="0.5",
+          doc="the margin of the rarest class"),
+        H("scale", "float", 30.0, 0.0, None, low_inclusive=False, search_values=(10.0, 30.0, 64.0), paper="30",
+          doc="the logits' scale s"),
+    )
+    fn = staticmethod(ldam_loss)
 
-    def __init__(self, class_counts, max_margin=0.5, scale=30.0, task="multiclass", from_logits=False,
-                 class_weights=None, reduction="sum_over_batch_size", name="ldam", dtype=None):
-        max_margin = base.check_number("ldam", "max_margin", max_margin, 0.0, low_inclusive=False)
-        scale = base.check_number("ldam", "scale", scale, 0.0, low_inclusive=False)
-        counts = tuple(base.check_number("ldam", "class_counts", c, 0.0) for c in class_counts)
-        _init(self, "ldam", task, ("multiclass",), from_logits, class_weights, reduction, name, dtype,
-              class_counts=counts, max_margin=max_margin, scale=scale)
-        self._margins = np.asarray(ldam_margins(counts, max_margin))
-
-    def call(self, y_true, y_pred):
-        kw = self._fn_kwargs
-        return ldam_loss(y_true, y_pred, self._margins, kw["scale"], kw["task"], kw["from_logits"],
-                         kw["class_weights"])
+    def derived(self, config):
+        return {"margins": np.asarray(ldam_margins(config["class_counts"], config["max_margin"]))}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -292,28 +271,23 @@ def logit_adjusted_loss(y_true, y_pred, log_prior, tau=1.0, task="multiclass", f
 class LogitAdjustedLoss(base.LosstuneLoss):
     """Logit-adjusted loss (Menon et al. 2021, "Long-tail learning via logit adjustment").
 
-    loss = CE(softmax(z + tau log pi)), pi the training class prior. tau = 0 is cross-entropy.
-
-    Args:
-        class_counts: training examples per class (the prior pi).
-        tau: float >= 0. Paper: 1. Search: [0, 2].
+    loss = CE(softmax(z + tau log pi)), pi the training class prior (from `class_counts`). tau = 0 is
+    cross-entropy.
     """
 
-    fn = None
+    family = "logit_adjusted"
+    tasks = ("multiclass",)
+    paper = "Menon et al. 2021"
+    summary = "adds tau * log prior to the logits"
+    needs_class_counts = True
+    hyperparameters = (
+        H("tau", "float", 1.0, 0.0, None, search=(0.0, 2.0), paper="1", doc="scale of the log prior; 0 = cross-entropy"),
+    )
+    fn = staticmethod(logit_adjusted_loss)
 
-    def __init__(self, class_counts, tau=1.0, task="multiclass", from_logits=False, class_weights=None,
-                 reduction="sum_over_batch_size", name="logit_adjusted", dtype=None):
-        tau = base.check_number("logit_adjusted", "tau", tau, 0.0)
-        counts = tuple(base.check_number("logit_adjusted", "class_counts", c, 0.0) for c in class_counts)
-        _init(self, "logit_adjusted", task, ("multiclass",), from_logits, class_weights, reduction, name, dtype,
-              class_counts=counts, tau=tau)
-        prior = np.maximum(np.asarray(counts, dtype="float64"), 1.0)
-        self._log_prior = np.log(prior / prior.sum())
-
-    def call(self, y_true, y_pred):
-        kw = self._fn_kwargs
-        return logit_adjusted_loss(y_true, y_pred, self._log_prior, kw["tau"], kw["task"], kw["from_logits"],
-                                   kw["class_weights"])
+    def derived(self, config):
+        prior = np.maximum(np.asarray(config["class_counts"], dtype="float64"), 1.0)
+        return {"log_prior": np.log(prior / prior.sum())}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -337,18 +311,17 @@ def poly1_loss(y_true, y_pred, epsilon=1.0, task="multiclass", from_logits=False
 class Poly1Loss(base.LosstuneLoss):
     """Poly-1 loss (Leng et al. 2022, "PolyLoss: A Polynomial Expansion Perspective of Classification Loss
     Functions"): CE + epsilon (1 - p_t). epsilon = 0 is cross-entropy.
-
-    Args:
-        epsilon: float >= -1. Paper: task dependent (1 for ImageNet). Search: [-1, 3].
     """
 
+    family = "poly1"
+    tasks = ("multiclass", "binary", "multilabel")
+    paper = "Leng et al. 2022"
+    summary = "cross-entropy + epsilon (1 - p_t)"
+    hyperparameters = (
+        H("epsilon", "float", 1.0, -1.0, None, search=(-1.0, 3.0), paper="task dependent (1 for ImageNet)",
+          doc="weight of the first polynomial term (1 - p_t); 0 = cross-entropy"),
+    )
     fn = staticmethod(poly1_loss)
-
-    def __init__(self, epsilon=1.0, task="multiclass", from_logits=False, class_weights=None,
-                 reduction="sum_over_batch_size", name="poly1", dtype=None):
-        epsilon = base.check_number("poly1", "epsilon", epsilon, -1.0)
-        _init(self, "poly1", task, base.CLASSIFICATION_TASKS, from_logits, class_weights, reduction, name, dtype,
-              epsilon=epsilon)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -377,22 +350,20 @@ class AsymmetricLoss(base.LosstuneLoss):
     """Asymmetric loss for multi-label classification (Ridnik et al. 2021, "Asymmetric Loss For Multi-Label
     Classification"): focusing gamma_pos on positives, gamma_neg on negatives, and probability shifting by
     `clip` that discards easy negatives. gamma_pos = gamma_neg = clip = 0 is binary cross-entropy.
-
-    Args:
-        gamma_pos: float >= 0. Paper: 0. Search: {0, 1}.
-        gamma_neg: float >= 0. Paper: 4. Search: [0, 6].
-        clip: float in [0, 1). Paper: 0.05. Search: [0, 0.2].
     """
 
+    family = "asymmetric"
+    tasks = ("multilabel", "binary")
+    paper = "Ridnik et al. 2021"
+    summary = "separate focusing for positives and negatives, easy negatives clipped"
+    hyperparameters = (
+        H("gamma_pos", "float", 0.0, 0.0, None, search_values=(0.0, 1.0), paper="0",
+          doc="focusing on positives"),
+        H("gamma_neg", "float", 4.0, 0.0, None, search=(0.0, 6.0), paper="4", doc="focusing on negatives"),
+        H("clip", "float", 0.05, 0.0, 1.0, high_inclusive=False, search=(0.0, 0.2), paper="0.05",
+          doc="probability shift of negatives: p_m = max(p - clip, 0)"),
+    )
     fn = staticmethod(asymmetric_loss)
-
-    def __init__(self, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, task="multilabel", from_logits=False,
-                 class_weights=None, reduction="sum_over_batch_size", name="asymmetric", dtype=None):
-        gp = base.check_number("asymmetric", "gamma_pos", gamma_pos, 0.0)
-        gn = base.check_number("asymmetric", "gamma_neg", gamma_neg, 0.0)
-        clip = base.check_number("asymmetric", "clip", clip, 0.0, 1.0, high_inclusive=False)
-        _init(self, "asymmetric", task, _SIGMOID_TASKS, from_logits, class_weights, reduction, name, dtype,
-              gamma_pos=gp, gamma_neg=gn, clip=clip)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -420,85 +391,65 @@ def hinge_loss(y_true, y_pred, margin=1.0, squared=False, task="binary", from_lo
 class HingeLoss(base.LosstuneLoss):
     """Hinge loss with a tunable margin (Keras's hinge losses fix it at 1), on the raw scores (logits; with
     from_logits=False the probability's logit for binary, the log-probabilities for multiclass).
-
-    Args:
-        margin: float > 0. Search: [0.1, 2] log.
-        squared: bool; square the hinge.
     """
 
+    family = "hinge"
+    tasks = ("binary", "multiclass")
+    paper = "Crammer & Singer 2001 (multiclass)"
+    summary = "max-margin loss on the raw scores"
+    hyperparameters = (
+        H("margin", "float", 1.0, 0.0, None, low_inclusive=False, search=(0.1, 2.0), sampling="log",
+          doc="the score margin; Keras's hinge losses fix it at 1"),
+        H("squared", "bool", False, doc="square the hinge"),
+    )
     fn = staticmethod(hinge_loss)
 
-    def __init__(self, margin=1.0, squared=False, task="binary", from_logits=False, class_weights=None,
-                 reduction="sum_over_batch_size", name="hinge", dtype=None):
-        margin = base.check_number("hinge", "margin", margin, 0.0, low_inclusive=False)
-        if not isinstance(squared, bool):
-            raise ValueError(f"hinge: `squared` must be true or false, got {squared!r}.")
-        _init(self, "hinge", task, ("binary", "multiclass"), from_logits, class_weights, reduction, name, dtype,
-              margin=margin, squared=squared)
-
 
 # ---------------------------------------------------------------------------------------------------
-# The families
+# Tversky
 # ---------------------------------------------------------------------------------------------------
-def _plain(cls):
-    def factory(params, *, task, from_logits, class_counts, class_weights):
-        return cls(task=task, from_logits=from_logits, class_weights=class_weights, **params)
+def tversky_loss(y_true, y_pred, alpha=0.3, beta=0.7, smooth=1.0, task="binary", from_logits=False):
+    """1 - (TP + smooth) / (TP + alpha FP + beta FN + smooth), one value per sample.
 
-    return factory
+    Soft counts over every axis but the first (the labels of a multilabel output; every pixel of a
+    segmentation map): TP = sum t p, FP = sum (1 - t) p, FN = sum t (1 - p), p the predicted probability.
+    """
+    y_pred = ops.convert_to_tensor(y_pred)
+    if len(y_pred.shape) == 1:
+        y_pred = ops.expand_dims(y_pred, -1)
+    p = ops.sigmoid(y_pred) if from_logits else y_pred
+    t = base.binary_targets(y_true, p)
+    axes = tuple(range(1, len(p.shape)))
+    tp = ops.sum(t * p, axis=axes)
+    fp = ops.sum((1.0 - t) * p, axis=axes)
+    fn = ops.sum(t * (1.0 - p), axis=axes)
+    return 1.0 - (tp + smooth) / (tp + alpha * fp + beta * fn + smooth + keras.config.epsilon())
 
 
-def _with_counts(cls):
-    def factory(params, *, task, from_logits, class_counts, class_weights):
-        return cls(class_counts=class_counts, task=task, from_logits=from_logits, class_weights=class_weights,
-                   **params)
+@keras.saving.register_keras_serializable(package="losstune")
+class TverskyLoss(base.LosstuneLoss):
+    """Tversky loss (Salehi et al. 2017, "Tversky loss function for image segmentation using 3D fully
+    convolutional deep networks"): 1 - TP / (TP + alpha FP + beta FN) on soft predictions, for imbalanced
+    binary and multi-label outputs. beta > alpha weighs a missed positive more than a false alarm (recall
+    over precision); alpha = beta = 0.5 is the Dice loss.
 
-    return factory
+    Per sample: the soft counts sum over every axis but the first (a multilabel output's labels, a
+    segmentation map's pixels), so the loss fits Keras's reduction and `sample_weight` like every other loss;
+    for a binary output of one probability per sample, `smooth` keeps the loss of a negative sample
+    (alpha p / (smooth + alpha p)) informative. Unlike Keras's released `Tversky` (3.3 to 3.15.1), which
+    applies alpha to the false negatives and beta to the false positives, alpha here weighs the false
+    positives, as in the paper. Class weights do not apply: alpha and beta are its class balance.
+    """
 
-
-H = Hyperparameter
-register(LossFamily(
-    name="crossentropy", tasks=("multiclass", "binary", "multilabel"), factory=_plain(CrossEntropy),
-    hyperparameters=(H("label_smoothing", "float", 0.0, 0.0, 1.0, high_inclusive=False, search=(0.0, 0.3)),),
-    paper="Szegedy et al. 2016 (label smoothing)", summary="cross-entropy with label smoothing"))
-register(LossFamily(
-    name="focal", tasks=("multiclass", "binary", "multilabel"), factory=_plain(FocalCrossentropy),
-    hyperparameters=(H("gamma", "float", 2.0, 0.0, None, search=(0.0, 5.0)),
-                     H("alpha", "float", None, 0.0, 1.0, search=(0.1, 0.9))),
-    paper="Lin et al. 2017", summary="down-weights easy examples by (1 - p_t)^gamma"))
-register(LossFamily(
-    name="weighted_bce", tasks=("binary", "multilabel"), factory=_plain(WeightedBinaryCrossentropy),
-    hyperparameters=(H("pos_weight", "float", 1.0, 0.0, None, low_inclusive=False, search=(1.0, 100.0),
-                       sampling="log"),),
-    paper="", summary="binary cross-entropy with a weight on positives"))
-register(LossFamily(
-    name="class_balanced", tasks=("multiclass", "binary"), factory=_with_counts(ClassBalancedLoss),
-    hyperparameters=(H("beta", "float", 0.999, 0.0, 1.0, high_inclusive=False, search=(0.9, 0.9999),
-                       sampling="reverse_log"),
-                     H("base_loss", "choice", "crossentropy", values=("crossentropy", "focal")),
-                     H("gamma", "float", 2.0, 0.0, None, search=(0.0, 5.0))),
-    paper="Cui et al. 2019", needs_class_counts=True, summary="re-weights classes by their effective number"))
-register(LossFamily(
-    name="ldam", tasks=("multiclass",), factory=_with_counts(LDAMLoss),
-    hyperparameters=(H("max_margin", "float", 0.5, 0.0, None, low_inclusive=False, search=(0.1, 1.0)),
-                     H("scale", "float", 30.0, 0.0, None, low_inclusive=False, search=(10.0, 64.0),
-                       sampling="log")),
-    paper="Cao et al. 2019", needs_class_counts=True, summary="larger margins for rarer classes"))
-register(LossFamily(
-    name="logit_adjusted", tasks=("multiclass",), factory=_with_counts(LogitAdjustedLoss),
-    hyperparameters=(H("tau", "float", 1.0, 0.0, None, search=(0.0, 2.0)),),
-    paper="Menon et al. 2021", needs_class_counts=True, summary="adds tau * log prior to the logits"))
-register(LossFamily(
-    name="poly1", tasks=("multiclass", "binary", "multilabel"), factory=_plain(Poly1Loss),
-    hyperparameters=(H("epsilon", "float", 1.0, -1.0, None, search=(-1.0, 3.0)),),
-    paper="Leng et al. 2022", summary="cross-entropy + epsilon (1 - p_t)"))
-register(LossFamily(
-    name="asymmetric", tasks=("multilabel", "binary"), factory=_plain(AsymmetricLoss),
-    hyperparameters=(H("gamma_pos", "float", 0.0, 0.0, None, search=(0.0, 1.0)),
-                     H("gamma_neg", "float", 4.0, 0.0, None, search=(0.0, 6.0)),
-                     H("clip", "float", 0.05, 0.0, 1.0, high_inclusive=False, search=(0.0, 0.2))),
-    paper="Ridnik et al. 2021", summary="separate focusing for positives and negatives, easy negatives clipped"))
-register(LossFamily(
-    name="hinge", tasks=("binary", "multiclass"), factory=_plain(HingeLoss),
-    hyperparameters=(H("margin", "float", 1.0, 0.0, None, low_inclusive=False, search=(0.1, 2.0), sampling="log"),
-                     H("squared", "bool", False)),
-    paper="Crammer & Singer 2001 (multiclass)", summary="max-margin loss on the raw scores"))
+    family = "tversky"
+    tasks = _SIGMOID_TASKS
+    paper = "Salehi et al. 2017"
+    summary = "1 - TP / (TP + alpha FP + beta FN) on soft predictions, per sample"
+    weightable = False
+    hyperparameters = (
+        H("alpha", "float", 0.3, 0.0, 1.0, search=(0.1, 0.9), paper="0.3", doc="weight of the false positives"),
+        H("beta", "float", 0.7, 0.0, 1.0, search=(0.1, 0.9), paper="0.7", doc="weight of the false negatives"),
+        H("smooth", "float", 1.0, 0.0, None,
+          doc="added to both counts of the ratio; keeps a sample without positives informative; usually left at 1"),
+    )
+    fn = staticmethod(tversky_loss)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from losstune.families import Hyperparameter, LossFamily, register
 from losstune.losses import base
+from losstune.losses.hyperparameters import Hyperparameter as H
 
 
 def contrastive_loss(y_true, y_pred, margin=1.0):
@@ -24,20 +24,18 @@ class ContrastiveLoss(base.LosstuneLoss):
     y_true: 1 for a similar pair, 0 for a dissimilar one; y_pred: the pair's distance d >= 0, (n,) or (n, 1).
     Unlike `keras.losses.contrastive_loss`, it takes the margin as a hyperparameter and the convention is
     explicit.
-
-    Args:
-        margin: float > 0: dissimilar pairs closer than this are pushed apart. Search: [0.1, 2] log.
     """
 
+    family = "contrastive"
+    tasks = ("pairs",)
+    paper = "Hadsell et al. 2006"
+    summary = "pulls similar pairs together, pushes dissimilar ones past a margin"
+    weightable = False
+    hyperparameters = (
+        H("margin", "float", 1.0, 0.0, None, low_inclusive=False, search=(0.1, 2.0), sampling="log",
+          doc="dissimilar pairs closer than this are pushed apart"),
+    )
     fn = staticmethod(contrastive_loss)
-
-    def __init__(self, margin=1.0, task="pairs", reduction="sum_over_batch_size", name="contrastive", dtype=None):
-        margin = base.check_number("contrastive", "margin", margin, 0.0, low_inclusive=False)
-        base.check_task("contrastive", task, ("pairs",))
-        super().__init__(name=name, reduction=reduction, dtype=dtype, margin=margin, task=task)
-
-    def call(self, y_true, y_pred):
-        return contrastive_loss(y_true, y_pred, self._fn_kwargs["margin"])
 
 
 def _pairwise_distances(e):
@@ -80,40 +78,17 @@ def triplet_loss(y_true, y_pred, margin=0.2, mining="hard"):
 class TripletLoss(base.LosstuneLoss):
     """Triplet loss with online mining in the batch (Schroff et al. 2015, "FaceNet"; batch-hard mining from
     Hermans et al. 2017). y_true: integer class ids (n,); y_pred: embeddings (n, d), L2-normalised here.
-
-    Args:
-        margin: float > 0. Paper: 0.2. Search: [0.02, 0.5] log.
-        mining: "hard" (hardest positive and negative per anchor) or "all" (every valid triplet).
     """
 
+    family = "triplet"
+    tasks = ("embedding",)
+    paper = "Schroff et al. 2015"
+    summary = "anchor-positive closer than anchor-negative by a margin"
+    weightable = False
+    hyperparameters = (
+        H("margin", "float", 0.2, 0.0, None, low_inclusive=False, search=(0.02, 0.5), sampling="log", paper="0.2",
+          doc="how much closer the positive must be than the negative (distances of unit vectors, <= 2)"),
+        H("mining", "choice", "hard", values=("hard", "all"),
+          doc="'hard': the hardest positive and negative per anchor; 'all': every valid triplet"),
+    )
     fn = staticmethod(triplet_loss)
-
-    def __init__(self, margin=0.2, mining="hard", task="embedding", reduction="sum_over_batch_size",
-                 name="triplet", dtype=None):
-        margin = base.check_number("triplet", "margin", margin, 0.0, low_inclusive=False)
-        base.check_choice("triplet", "mining", mining, ("hard", "all"))
-        base.check_task("triplet", task, ("embedding",))
-        super().__init__(name=name, reduction=reduction, dtype=dtype, margin=margin, mining=mining, task=task)
-
-    def call(self, y_true, y_pred):
-        return triplet_loss(y_true, y_pred, self._fn_kwargs["margin"], self._fn_kwargs["mining"])
-
-
-def _factory(cls):
-    def factory(params, *, task, from_logits, class_counts, class_weights):
-        return cls(task=task, **params)
-
-    return factory
-
-
-register(LossFamily(
-    name="contrastive", tasks=("pairs",), factory=_factory(ContrastiveLoss), weightable=False,
-    hyperparameters=(Hyperparameter("margin", "float", 1.0, 0.0, None, low_inclusive=False, search=(0.1, 2.0),
-                                    sampling="log"),),
-    paper="Hadsell et al. 2006", summary="pulls similar pairs together, pushes dissimilar ones past a margin"))
-register(LossFamily(
-    name="triplet", tasks=("embedding",), factory=_factory(TripletLoss), weightable=False,
-    hyperparameters=(Hyperparameter("margin", "float", 0.2, 0.0, None, low_inclusive=False, search=(0.02, 0.5),
-                                    sampling="log"),
-                     Hyperparameter("mining", "choice", "hard", values=("hard", "all"))),
-    paper="Schroff et al. 2015", summary="anchor-positive closer than anchor-negative by a margin"))

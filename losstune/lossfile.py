@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 import keras
+
+from losstune.files import write_json_atomic
 
 SCHEMA_VERSION = 1
 FORMAT = "losstune.loss"
@@ -56,37 +57,8 @@ def loss_to_dict(loss):
 
 
 def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        return value.item()
-    return value
-
-
-def write_json_atomic(path, data):
-    """Write JSON so a reader sees either the old file or the whole new one, never half of it."""
-    return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
-
-
-def write_text_atomic(path, text):
-    """Write a text file so a reader sees either the old file or the whole new one, never half of it."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """Plain JSON values: numpy scalars as Python numbers (tuples become lists when dumped)."""
+    return keras.tree.map_structure(lambda v: v.item() if hasattr(v, "item") else v, value)
 
 
 def export_loss(loss_or_config, path):
@@ -119,11 +91,6 @@ def load_loss(path):
     except json.JSONDecodeError as err:
         raise ValueError(f"load_loss: {path} is not valid JSON (truncated or corrupt?): {err}") from None
     return loss_from_dict(data, source=path)
-
-
-def read_config(path):
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
 
 
 def loss_from_dict(data, source="<config>"):
@@ -162,7 +129,7 @@ def library_versions():
     import keras_tuner
     import numpy
 
-    from losstune import __version__
+    from losstune.version import __version__
 
     versions = {"losstune": __version__, "keras": keras.__version__, "keras_tuner": keras_tuner.__version__,
                 "numpy": numpy.__version__, "backend": keras.backend.backend()}

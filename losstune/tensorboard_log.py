@@ -142,42 +142,6 @@ def end_trial(trial_dir, score, failed, message=""):
                 tf.summary.scalar(TRIAL_SCORE, float(score), step=0)
 
 
-# ------------------------------------------------------------------------------------------------------
-# The picture of a loss: loss as a function of the predicted probability of the true class (or of the
-# distance for pairs, the residual for regression), beside the plain reference loss.
-# ------------------------------------------------------------------------------------------------------
-def loss_curve(loss, task, num_outputs, from_logits):
-    """(x, y) of `loss` along its natural axis, or None where the task has no 1-D picture."""
-    x = np.linspace(0.01, 0.99, 99).astype("float32")
-    if task == "multiclass":
-        c = max(int(num_outputs), 2)
-        p = np.stack([x] + [(1 - x) / (c - 1)] * (c - 1), axis=1)
-        y_pred = np.log(p) if from_logits else p
-        y_true = np.zeros((len(x),), "float32")
-    elif task in ("binary", "multilabel"):
-        k = max(int(num_outputs), 1)
-        p = np.repeat(x[:, None], k, axis=1)
-        y_pred = np.log(p / (1 - p)) if from_logits else p
-        y_true = np.ones_like(p)
-    elif task == "pairs":
-        x = np.linspace(0.0, 3.0, 100).astype("float32")
-        y_true, y_pred = np.ones_like(x), x[:, None]
-        similar = _per_sample(loss, y_true, y_pred)
-        dissimilar = _per_sample(loss, np.zeros_like(x), y_pred)
-        return x, [similar, dissimilar]
-    elif task == "regression":
-        x = np.linspace(-3.0, 3.0, 121).astype("float32")
-        y_true, y_pred = np.zeros((len(x), 1), "float32"), x[:, None]
-    else:
-        return None
-    return x, [_per_sample(loss, y_true, y_pred.astype("float32"))]
-
-
-def _per_sample(loss, y_true, y_pred):
-    values = loss.call(np.asarray(y_true, "float32"), np.asarray(y_pred, "float32"))
-    return np.asarray(values, dtype="float64").reshape(len(y_pred), -1).mean(axis=1)
-
-
 def render_curves(curves, height=200, width=300):
     """A small RGB line plot (uint8, H x W x 3) of 1-D curves sharing one x axis; no text."""
     colors = [(31, 119, 180), (214, 39, 40), (127, 127, 127)]
@@ -203,9 +167,10 @@ def render_curves(curves, height=200, width=300):
 
 
 def write_trial_loss(trial_dir, loss, task, num_outputs, from_logits, description):
-    """The trial's loss in its run: a picture of it, and its class weights flattened to one scalar each."""
+    """The trial's loss in its run: a picture of it along the task's axis (see tasks.py), and its class weights
+    flattened to one scalar each."""
     tf = _tf()
-    curve = loss_curve(loss, task, num_outputs, from_logits)
+    curve = task.loss_curves(loss, num_outputs, from_logits)
     weights = loss.get_config().get("class_weights") or []
     with tf.summary.create_file_writer(trial_dir).as_default():
         if curve is not None:

@@ -13,14 +13,16 @@ Every hyperparameter's default is the baseline's value, so "all defaults" *is* t
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 from dataclasses import dataclass
+from importlib import resources
+
+import keras_tuner
 
 from losstune import families as families_module
+from losstune import tasks
 from losstune.class_weights import class_weights_from_counts
-from losstune.losses.base import TASKS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -34,7 +36,8 @@ _POWER = families_module.Hyperparameter(
     "power", "float", 0.0, low=0.0, high=2.0, search=(0.0, 1.0),
     doc="w_c ~ n_c ** -power: 0 = unweighted, 1 = inverse frequency",
 )
-_SPACE_KEYS = ("task", "baseline", "families", "class_weights", "description")
+_SPACE_KEYS = ("task", "baseline", "families", "class_weights", "recipes", "description")
+_RECIPE_KEYS = ("family", "params", "class_weights", "name")
 
 
 @dataclass(frozen=True)
@@ -141,14 +144,25 @@ class TrialLoss:
     power: float | None
 
     def build(self, task, *, class_counts=None, from_logits=False):
-        fam = families_module.get(self.family)
+        """The `keras.losses.Loss` of this trial for `task` (a Task or its name)."""
+        task = tasks.get(task)
         class_weights = None
         if self.power is not None and self.power > 0:
-            class_weights = class_weights_from_counts(class_counts, self.power, task)
-        return fam.build(
-            self.params, task=task, from_logits=from_logits,
+            class_weights = class_weights_from_counts(class_counts, self.power, task.name)
+        return families_module.get(self.family).build(
+            self.params, task=task.name, from_logits=from_logits,
             class_counts=class_counts, class_weights=class_weights,
         )
+
+    def describe(self):
+        """One line: `focal(gamma=2), class_weights power=1`."""
+        params = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(self.params.items()))
+        weights = f", class_weights power={_fmt(self.power)}" if self.power else ""
+        return f"{self.family}({params}{weights})"
+
+
+def _fmt(v):
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 class LossSpace:
@@ -162,15 +176,21 @@ class LossSpace:
         baseline: the family of the baseline trial (default: the first family). It is run at its
             default hyperparameters (clipped into the space's range) and without class weights.
         class_weights: optional `{"power": spec}`: the class-weight modifier for the families it applies to.
+        recipes: known strong starting points, tried right after the baseline: a list of
+            `{"family": name, "params": {...}, "class_weights": {"power": p}, "name": "..."}`; parameters left
+            out take the space's defaults, and every value must lie in the space's ranges.
         source: where the space came from, for error messages.
     """
 
-    def __init__(self, families, task, baseline=None, class_weights=None, source="LossSpace", description=""):
+    def __init__(self, families, task, baseline=None, class_weights=None, recipes=None, source="LossSpace",
+                 description=""):
         self.source = source
         self.description = description
-        if task not in TASKS:
-            raise ValueError(f"{source}: `task` must be one of {list(TASKS)}, got {task!r}.")
-        self.task = task
+        try:
+            self.task = tasks.get(task)
+        except ValueError as err:
+            raise ValueError(f"{source}: {err}") from None
+        task = self.task.name
         if not isinstance(families, dict) or not families:
             raise ValueError(f"{source}: `families` must name at least one loss family, got {families!r}.")
         self.families = {}
@@ -184,7 +204,7 @@ class LossSpace:
             if task not in fam.tasks:
                 raise ValueError(
                     f"{source}: family {name!r} does not fit task {task!r}; it fits {list(fam.tasks)}. "
-                    f"Families for {task!r}: {families_module.available(task)}."
+                    f"Families for {task!r}: {self.task.families()}."
                 )
             specs = specs or {}
             if not isinstance(specs, dict):
@@ -209,10 +229,54 @@ class LossSpace:
                 raise ValueError(
                     f"{source}: [class_weights] takes only `power`, got {class_weights!r}."
                 )
-            if task not in ("binary", "multiclass", "multilabel"):
+            if not self.task.class_weighted:
                 raise ValueError(f"{source}: [class_weights] applies to classification tasks, not {task!r}.")
             if "power" in class_weights:
                 self.power = _parse_range(f"{source}: class_weights", _POWER, class_weights["power"])
+        if recipes is not None and not isinstance(recipes, list):
+            raise ValueError(f"{source}: `recipes` must be a list of tables ([[recipes]]), got {recipes!r}.")
+        self.recipes = [self._parse_recipe(f"{source}: recipes[{i}]", r) for i, r in enumerate(recipes or [])]
+
+    def _parse_recipe(self, where, recipe):
+        """A recipe table -> (name, TrialLoss), every value checked against the space's own ranges."""
+        if not isinstance(recipe, dict):
+            raise ValueError(f"{where}: a recipe is a table with `family` and optional `params`, `class_weights`.")
+        unknown = set(recipe) - set(_RECIPE_KEYS)
+        if unknown:
+            raise ValueError(f"{where}: unknown keys {sorted(unknown)}; allowed: {list(_RECIPE_KEYS)}.")
+        family = recipe.get("family")
+        if family not in self.families:
+            raise ValueError(f"{where}: `family` must be one of the space's families {list(self.families)}, "
+                             f"got {family!r}.")
+        params = recipe.get("params") or {}
+        if not isinstance(params, dict):
+            raise ValueError(f"{where}: `params` must be a table, got {params!r}.")
+        ranges = self.families[family]
+        for pname, value in params.items():
+            if pname not in ranges:
+                raise ValueError(f"{where}: {family} parameter {pname!r} is not in this space's "
+                                 f"[families.{family}] (it has {sorted(ranges) or 'none'}); add it there first.")
+            value = families_module.get(family).hyperparameter(pname).validate(family, value)
+            if not ranges[pname].contains(value):
+                raise ValueError(f"{where}: {family}.{pname} = {value!r} lies outside the space's range "
+                                 f"{ranges[pname].to_spec()!r}.")
+        loss = self._complete(family, params, None)
+        weights = recipe.get("class_weights")
+        if weights is not None:
+            if not isinstance(weights, dict) or set(weights) != {"power"}:
+                raise ValueError(f"{where}: `class_weights` must be {{power = p}}, got {weights!r}.")
+            if self.power is None or family not in self.weightable():
+                raise ValueError(f"{where}: class weights do not apply here (the space has no [class_weights] "
+                                 f"range for {family}).")
+            power = _POWER.validate("class_weights", weights["power"])
+            if not self.power.contains(power):
+                raise ValueError(f"{where}: class_weights.power = {power!r} lies outside the space's range "
+                                 f"{self.power.to_spec()!r}.")
+            loss = TrialLoss(loss.family, loss.params, power)
+        name = recipe.get("name") or loss.describe()
+        if not isinstance(name, str):
+            raise ValueError(f"{where}: `name` must be a string, got {name!r}.")
+        return name, loss
 
     # ---------------------------------------------------------------------------------------------
     @classmethod
@@ -223,10 +287,11 @@ class LossSpace:
         if unknown:
             raise ValueError(f"{source}: unknown keys {sorted(unknown)}; allowed: {list(_SPACE_KEYS)}.")
         if "task" not in data:
-            raise ValueError(f"{source}: missing `task`; one of binary, multiclass, multilabel, pairs, regression.")
+            raise ValueError(f"{source}: missing `task`; one of {list(tasks.TASKS)}.")
         return cls(
             families=data.get("families"), task=data["task"], baseline=data.get("baseline"),
-            class_weights=data.get("class_weights"), source=source, description=data.get("description", ""),
+            class_weights=data.get("class_weights"), recipes=data.get("recipes"), source=source,
+            description=data.get("description", ""),
         )
 
     @classmethod
@@ -234,9 +299,13 @@ class LossSpace:
         """Load a space from a `.toml` file, or a bundled space by name (see `losstune.spaces.available()`)."""
         path = str(path_or_name)
         if not path.endswith(".toml") and os.sep not in path and "/" not in path:
-            from losstune import spaces
-
-            return spaces.load(path)
+            if path not in bundled_names():
+                raise ValueError(
+                    f"unknown search space {path!r}: not a bundled space and not a path to a .toml file; "
+                    f"bundled spaces: {bundled_names()}."
+                )
+            text = (_bundled_files() / f"{path}.toml").read_text(encoding="utf-8")
+            return cls.from_toml_text(text, source=f"search_spaces/{path}.toml")
         if not os.path.isfile(path):
             raise ValueError(f"space file {path!r} does not exist.")
         with open(path, "rb") as fh:
@@ -306,13 +375,32 @@ class LossSpace:
                 power = value
         return TrialLoss(family=family, params=params, power=power)
 
-    def baseline_loss(self) -> TrialLoss:
-        fam = families_module.get(self.baseline)
-        params = {p: r.default(fam.hyperparameter(p).default) for p, r in self.families[self.baseline].items()}
-        power = None
-        if self.power is not None and self.baseline in self.weightable():
+    def _complete(self, family, params, power):
+        """The TrialLoss of `family` with `params`; the space's defaults fill in the rest."""
+        fam = families_module.get(family)
+        full = {p: r.default(fam.hyperparameter(p).default) for p, r in self.families[family].items()}
+        full.update(params)
+        if power is None and self.power is not None and family in self.weightable():
             power = self.power.default(0.0)
-        return TrialLoss(self.baseline, params, power)
+        return TrialLoss(family, full, power)
+
+    def baseline_loss(self) -> TrialLoss:
+        return self._complete(self.baseline, {}, None)
+
+    def recipe_losses(self):
+        """The recipes' TrialLosses, in the order the space lists them (simplest first)."""
+        return [loss for _, loss in self.recipes]
+
+    def trial_values(self, loss: TrialLoss) -> dict:
+        """The KerasTuner hyperparameter values of `loss` (active hyperparameters only): what the oracle stores."""
+        hp = keras_tuner.HyperParameters()
+        hp.values[LOSS_HP] = loss.family
+        for pname, value in loss.params.items():
+            hp.values[f"{loss.family}/{pname}"] = value
+        if loss.power is not None:
+            hp.values[POWER_HP] = loss.power
+        self.declare(hp)  # a declared hyperparameter keeps a value set before; conditions follow the family
+        return {k: v for k, v in hp.values.items() if hp.is_active(k)}
 
     def trial_loss(self, values) -> TrialLoss:
         """The TrialLoss of a trial's hyperparameter values (as KerasTuner stores them)."""
@@ -325,19 +413,10 @@ class LossSpace:
         power = values.get(POWER_HP) if family in self.weightable() else None
         return TrialLoss(family, params, power)
 
-    def hparam_names(self):
-        """Every hyperparameter name this space can declare, in a stable order."""
-        names = [LOSS_HP]
-        for name, ranges in self.families.items():
-            names += [f"{name}/{p}" for p in ranges]
-        if self.power is not None and self.weightable():
-            names.append(POWER_HP)
-        return names
-
     def to_dict(self):
         """The space as plain data (what `from_dict` reads back)."""
         data = {
-            "task": self.task,
+            "task": self.task.name,
             "baseline": self.baseline,
             "families": {n: {p: r.to_spec() for p, r in ranges.items()} for n, ranges in self.families.items()},
         }
@@ -345,10 +424,12 @@ class LossSpace:
             data["description"] = self.description
         if self.power is not None:
             data["class_weights"] = {"power": self.power.to_spec()}
+        if self.recipes:
+            data["recipes"] = [_recipe_spec(name, loss) for name, loss in self.recipes]
         return data
 
     def __repr__(self):
-        return f"LossSpace(task={self.task!r}, families={list(self.families)}, baseline={self.baseline!r})"
+        return f"LossSpace(task={self.task.name!r}, families={list(self.families)}, baseline={self.baseline!r})"
 
 
 def _declare_one(hp, name, hyper, rng: ParamRange, preferred=None):
@@ -360,3 +441,19 @@ def _declare_one(hp, name, hyper, rng: ParamRange, preferred=None):
     if hyper.kind == "int":
         return hp.Int(name, int(rng.low), int(rng.high), step=int(rng.step or 1), sampling=rng.sampling, default=int(default))
     return hp.Float(name, rng.low, rng.high, step=rng.step, sampling=rng.sampling, default=float(default))
+
+
+def _bundled_files():
+    return resources.files("losstune.search_spaces")
+
+
+def bundled_names():
+    """Names of the search spaces shipped in the package (`search_spaces/*.toml`)."""
+    return sorted(p.name[: -len(".toml")] for p in _bundled_files().iterdir() if p.name.endswith(".toml"))
+
+
+def _recipe_spec(name, loss):
+    spec = {"family": loss.family, "params": dict(loss.params), "name": name}
+    if loss.power is not None:
+        spec["class_weights"] = {"power": loss.power}
+    return spec

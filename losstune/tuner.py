@@ -1,0 +1,380 @@
+"""Every KerasTuner touchpoint of losstune: the tuner classes, the mixin that puts the baseline first and logs
+each trial, the distributed roles, and reading a search's trials back from KerasTuner's files.
+
+losstune relies on a few KerasTuner names that are not public API. Each is marked `KerasTuner private` below
+with the version it was read from (keras-tuner 1.4.x), and tests/test_kerastuner_internals.py fails loudly
+when an upgrade changes one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import inspect
+import json
+import os
+import re
+from dataclasses import dataclass
+from typing import TextIO
+
+import keras
+import keras_tuner
+from keras_tuner.src import config as kt_config  # KerasTuner private (1.4.x): the traceback-printing flag
+from keras_tuner.src.distribute import utils as dist_utils  # KerasTuner private (1.4.x): distributed roles
+
+from losstune import tensorboard_log as tb
+from losstune.files import read_json, write_json_atomic, write_text_atomic
+from losstune.lossspace import LossSpace
+from losstune.stats import curve_score, mean_se
+
+TUNERS = {
+    "random": keras_tuner.RandomSearch,
+    "grid": keras_tuner.GridSearch,
+    "bayesian": keras_tuner.BayesianOptimization,
+    "hyperband": keras_tuner.Hyperband,
+}
+DONE = ("COMPLETED", "FAILED", "INVALID")
+TRACEBACK_FILE = "traceback.txt"
+_REPEATED_FAILURES = 2  # the first trials failing with one same reason stop the search
+
+
+def tuner_class(tuner):
+    """The KerasTuner class for `tuner`: a name of TUNERS or a keras_tuner.Tuner subclass."""
+    if isinstance(tuner, str) and tuner in TUNERS:
+        return TUNERS[tuner]
+    if inspect.isclass(tuner) and issubclass(tuner, keras_tuner.Tuner):
+        return tuner
+    raise ValueError(f"`tuner` must be one of {sorted(TUNERS)} or a keras_tuner.Tuner subclass, got {tuner!r}.")
+
+
+# ------------------------------------------------------------------------------------------------------
+# Distributed roles (KERASTUNER_ORACLE_IP / _PORT / KERASTUNER_TUNER_ID)
+# ------------------------------------------------------------------------------------------------------
+def is_worker():
+    """True in a distributed worker: it trains the chief's trials and leaves the search files to the chief."""
+    return dist_utils.has_chief_oracle() and not dist_utils.is_chief_oracle()
+
+
+def serves_oracle():
+    """True where the oracle lives: a single process, or the distributed chief."""
+    return not dist_utils.has_chief_oracle() or dist_utils.is_chief_oracle()
+
+
+# ------------------------------------------------------------------------------------------------------
+# The tuner
+# ------------------------------------------------------------------------------------------------------
+@dataclass
+class TrialLog:
+    """What the mixin needs to log a trial: where, which space and data, and where status lines go."""
+
+    logdir: str
+    space: LossSpace
+    from_logits: bool
+    num_outputs: int
+    class_counts: list | None
+    objective: keras_tuner.Objective
+    max_trials: int | None
+    stream: TextIO
+    score_rule: str = "best"
+
+
+def make_tuner(tuner_cls, log: TrialLog, **kwargs):
+    """An instance of `tuner_cls` with losstune's mixin: baseline first, TensorBoard, one status line a trial.
+
+    The class is made with `type()` so any KerasTuner tuner (a user's subclass too) gets the mixin.
+    """
+    cls = type(f"Losstune{tuner_cls.__name__}", (LosstuneTunerMixin, tuner_cls), {})
+    tuner = cls(**kwargs)
+    tuner.losstune_log = log
+    if serves_oracle() and not isinstance(tuner.oracle, keras_tuner.oracles.GridSearchOracle):
+        # The grid oracle already starts from every default and never repeats itself.
+        space = log.space
+        _known_first(tuner.oracle, [space.trial_values(loss) for loss in [space.baseline_loss()] +
+                                    space.recipe_losses()])
+    return tuner
+
+
+class LosstuneTunerMixin:
+    """Mixed into a KerasTuner tuner class by `make_tuner`.
+
+    Only KerasTuner's per-execution hook (`_configure_tensorboard_dir`) and `on_trial_end` are extended;
+    training, checkpointing, resume and distribution stay KerasTuner's.
+    """
+
+    losstune_log: TrialLog | None = None
+
+    def run_trial(self, trial, *args, **kwargs):
+        """KerasTuner's executions of the trial (its repeats: seeds, folds), each scored by the search's score
+        rule instead of its best epoch; the scores are kept in the trial's folder (see `Repeats`)."""
+        histories = super().run_trial(trial, *args, **kwargs)
+        log = self.losstune_log
+        if log is None:
+            return histories
+        objective = self.oracle.objective
+        scores = [curve_score(h.history.get(objective.name, []), log.score_rule, objective.direction)
+                  for h in histories]
+        Repeats(scores, log.score_rule).save(self.get_trial_dir(trial.trial_id))
+        return [{objective.name: score} for score in scores]  # KerasTuner's trial score: their mean
+
+    # KerasTuner private (1.4.x): `Tuner._configure_tensorboard_dir(callbacks, trial, execution)` is called
+    # before every execution with the fit callbacks; it is the one per-execution hook a tuner has.
+    def _configure_tensorboard_dir(self, callbacks, trial, execution=0):
+        super()._configure_tensorboard_dir(callbacks, trial, execution)
+        self.hypermodel.execution = execution  # executions of one trial differ in their seed
+        log = self.losstune_log
+        if log is None:
+            return
+        trial_dir = os.path.join(log.logdir, trial.trial_id)
+        execution_dir = os.path.join(trial_dir, f"execution{execution}")
+        values = trial.hyperparameters.values
+        space_hps = self.oracle.get_space().space
+        hparams = tb.session_hparams(space_hps, {k: v for k, v in values.items() if trial.hyperparameters.is_active(k)})
+        if execution == 0:
+            trial_loss = log.space.trial_loss(values)
+            task = log.space.task
+            loss = trial_loss.build(task, class_counts=log.class_counts, from_logits=log.from_logits)
+            tb.write_trial_loss(trial_dir, loss, task, log.num_outputs, log.from_logits,
+                                f"Loss of {trial_loss.describe()} as a function of the {task.picture_axis}.")
+        callbacks.append(keras.callbacks.TensorBoard(execution_dir, write_graph=False, profile_batch=0))
+        callbacks.append(tb.session_callback(execution_dir, hparams, group=trial.trial_id))
+
+    def on_trial_end(self, trial):
+        super().on_trial_end(trial)
+        log = self.losstune_log
+        if log is None:
+            return
+        final = self.oracle.get_trial(trial.trial_id)
+        failed = final.status in ("FAILED", "INVALID")
+        message = failure_reason(final.message) if failed else ""
+        traceback_file = None
+        if failed and final.message:
+            # The whole traceback stays where the user can read it; the terminal gets one line.
+            traceback_file = os.path.join(self.project_dir, f"trial_{trial.trial_id}", TRACEBACK_FILE)
+            write_text_atomic(traceback_file, final.message)
+        tb.end_trial(os.path.join(log.logdir, trial.trial_id), final.score, failed, message)
+        self._status_line(final, message, traceback_file)
+        self._stop_on_repeated_failure()
+
+    def _status_line(self, trial, message, traceback_file):
+        log = self.losstune_log
+        trials = list(self.oracle.trials.values()) if hasattr(self.oracle, "trials") else [trial]
+        done = [t for t in trials if t.status in DONE]
+        scored = [t for t in done if t.status == "COMPLETED" and t.score is not None]
+        best = None
+        if scored:
+            pick = max if log.objective.direction == "max" else min
+            best = pick(scored, key=lambda t: t.score)
+        desc = log.space.trial_loss(trial.hyperparameters.values).describe()
+        if trial.status == "COMPLETED" and trial.score is not None:
+            outcome = f"{log.objective.name}={trial.score:.4f}"
+        else:
+            outcome = f"{trial.status}: {message or 'no score'}"
+            if traceback_file:
+                outcome += f" (traceback: {traceback_file})"
+        best_text = f"best so far {best.score:.4f} (trial {best.trial_id})" if best else "no best yet"
+        total = f"/{log.max_trials}" if log.max_trials else ""
+        # Trials are named by their id only; the bracket counts finished trials.
+        print(f"[{len(done)}{total}] trial {trial.trial_id}  {desc}  {outcome}  {best_text}", file=log.stream,
+              flush=True)
+
+    def _stop_on_repeated_failure(self):
+        """Stop when the first trials all failed with one same reason: the rest would fail the same way."""
+        if not hasattr(self.oracle, "trials"):  # a distributed worker's oracle client: the chief decides
+            return
+        ended = [self.oracle.trials[tid] for tid in getattr(self.oracle, "end_order", [])]
+        if len(ended) < _REPEATED_FAILURES or any(t.status == "COMPLETED" for t in ended):
+            return
+        reasons = {failure_reason(t.message) for t in ended}
+        if len(reasons) == 1:
+            where = os.path.join(self.project_dir, f"trial_{ended[0].trial_id}", TRACEBACK_FILE)
+            raise RepeatedFailure(
+                f"the first {len(ended)} trials all failed with the same error, so the search stopped: "
+                f"{reasons.pop()} (traceback: {where})"
+            )
+
+
+class RepeatedFailure(RuntimeError):
+    """The first trials of a search failed for one same reason; the search stopped instead of repeating it."""
+
+
+def _known_first(oracle, first):
+    """The oracle proposes the trials of `first` (values dicts: baseline, then recipes) before its own, and
+    never a trial it already ran: a repeated proposal is replaced by a random untried one.
+
+    KerasTuner private (1.4.x): `Oracle.populate_space(trial_id)` returns the next trial's values; it is
+    replaced on this oracle instance only. `Oracle._random_values()` draws untried random values (None when
+    the space is exhausted); Bayesian optimization can propose the same point twice (at a range's edge).
+    """
+    populate = oracle.populate_space
+
+    def populate_space(trial_id):
+        tried = [active_values(t.hyperparameters) for tid, t in oracle.trials.items() if tid != trial_id]
+        for values in first:
+            if values not in tried:
+                return {"status": keras_tuner.engine.trial.TrialStatus.RUNNING, "values": dict(values)}
+        proposal = populate(trial_id)
+        values = proposal.get("values")
+        if proposal.get("status") != keras_tuner.engine.trial.TrialStatus.RUNNING or values is None:
+            return proposal
+        space = oracle.get_space()
+        space.values = dict(values)
+        if active_values(space) in tried:
+            values = oracle._random_values()
+            if values is None:  # every point of the space has been tried
+                return {"status": keras_tuner.engine.trial.TrialStatus.STOPPED, "values": None}
+            return {"status": keras_tuner.engine.trial.TrialStatus.RUNNING, "values": values}
+        return proposal
+
+    oracle.populate_space = populate_space
+
+
+def active_values(hps):
+    """The values of a KerasTuner HyperParameters' active hyperparameters (what identifies a trial)."""
+    return {k: v for k, v in hps.values.items() if hps.is_active(k)}
+
+
+@contextlib.contextmanager
+def running():
+    """Around `tuner.search`: KerasTuner's per-trial traceback print off, the pre-search heap frozen."""
+    with _quiet_trial_tracebacks(), _frozen_heap():
+        yield
+
+
+@contextlib.contextmanager
+def _quiet_trial_tracebacks():
+    """Keep KerasTuner from printing each failed trial's traceback on stderr.
+
+    KerasTuner private (1.4.x): `BaseTuner._try_run_and_update_trial` calls `traceback.print_exc()` when
+    `keras_tuner.src.config.DEBUG` is true, its default. The traceback is still stored in the trial (and
+    written to the trial's traceback.txt by the mixin).
+    """
+    saved = kt_config.DEBUG
+    kt_config.DEBUG = False
+    try:
+        yield
+    finally:
+        kt_config.DEBUG = saved
+
+
+@contextlib.contextmanager
+def _frozen_heap():
+    """Keep what exists before the search (TensorFlow, Keras, the data) out of the garbage collector's scans.
+
+    KerasTuner runs two full collections before every trial (`clear_session`'s and its own); each walks the
+    whole TensorFlow heap, about 0.35 s per collection on 2 cores. Frozen objects are still freed when their
+    reference count drops; only cycles among them wait for `gc.unfreeze()` at the end. A caller that froze the
+    heap itself is left alone.
+    """
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+# ------------------------------------------------------------------------------------------------------
+# Reading a search back from KerasTuner's files
+# ------------------------------------------------------------------------------------------------------
+@dataclass
+class Repeats:
+    """The scores of a trial's repeats (seeds, folds; racing adds more), as `trial_<id>/repeats.json`."""
+
+    scores: list
+    rule: str
+
+    FILE = "repeats.json"
+
+    @property
+    def mean_se(self):
+        finite = [s for s in self.scores if s == s]
+        return mean_se(finite) if finite else (float("nan"), None)
+
+    def save(self, trial_dir):
+        write_json_atomic(os.path.join(trial_dir, self.FILE),
+                          {"scores": [None if s != s else float(s) for s in self.scores], "rule": self.rule})
+
+    @classmethod
+    def load(cls, trial_dir):
+        path = os.path.join(trial_dir, cls.FILE)
+        if not os.path.isfile(path):
+            return None
+        data = read_json(path)
+        return cls([float("nan") if s is None else float(s) for s in data["scores"]], data["rule"])
+
+
+@dataclass(frozen=True)
+class StoredTrial:
+    """One `trial_<id>/trial.json` as KerasTuner wrote it."""
+
+    trial_id: str
+    values: dict
+    status: str
+    score: float | None
+    message: str
+    repeats: Repeats | None = None  # losstune's per-repeat scores, when the search wrote them
+
+
+def stored_trials(project_dir):
+    """Every trial of the search in `project_dir`, in trial-id order.
+
+    KerasTuner private (1.4.x): the layout `<project_dir>/trial_<id>/trial.json` with keys trial_id,
+    hyperparameters.values, status, score and message (`Trial.get_state`).
+    """
+    trials = []
+    for name in sorted(os.listdir(project_dir)):
+        path = os.path.join(project_dir, name, "trial.json")
+        if not (name.startswith("trial_") and os.path.isfile(path)):
+            continue
+        with open(path, encoding="utf-8") as fh:
+            state = json.load(fh)
+        score = state.get("score")
+        trials.append(StoredTrial(
+            trial_id=state["trial_id"], values=state.get("hyperparameters", {}).get("values", {}),
+            status=state.get("status", "UNKNOWN"), score=None if score is None else float(score),
+            message=state.get("message") or "", repeats=Repeats.load(os.path.join(project_dir, name)),
+        ))
+    return trials
+
+
+def trial_hyperparameters(project_dir, trial_id):
+    """KerasTuner HyperParameters holding a finished trial's values (to rebuild its model)."""
+    with open(os.path.join(project_dir, f"trial_{trial_id}", "trial.json"), encoding="utf-8") as fh:
+        state = json.load(fh)
+    return keras_tuner.HyperParameters.from_config(state["hyperparameters"])
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# Keras wraps errors raised inside a layer's call: a header line, the real error, then an argument listing.
+_KERAS_CALL_HEADER = re.compile(r"^Exception encountered when calling .*\.$")
+_KERAS_ARGUMENTS = re.compile(r"^Arguments received by ")
+
+
+def failure_reason(message):
+    """The one line that says why a trial failed, from KerasTuner's stored traceback (or a plain message).
+
+    The exception text follows the last stack frame; its class name is dropped, and for Keras's wrapped call
+    errors the header ("Exception encountered when calling ...") and the argument listing are skipped, so
+    what is left is the line that says what is incompatible.
+    """
+    lines = _ANSI.sub("", message or "").strip().splitlines()
+    frames = [i for i, line in enumerate(lines) if line.startswith('  File "')]
+    if frames:
+        start = frames[-1] + 1
+        while start < len(lines) and lines[start].startswith("    "):
+            start += 1  # the frame's source line and its ^^^ markers
+        lines = lines[start:]
+    text = []
+    for line in lines:
+        if _KERAS_ARGUMENTS.match(line):
+            break
+        text.append(line.strip())
+    if text:
+        head, sep, tail = text[0].partition(": ")
+        if sep and head.replace(".", "").replace("_", "").isalnum():
+            text[0] = tail  # "ValueError: ..." -> "..."
+    text = [line for line in text if line and not _KERAS_CALL_HEADER.match(line)]
+    return text[0] if text else ""
