@@ -13,7 +13,8 @@ _EXAMPLES = {
     "demo": "example: losstune demo --trials 12 --epochs 40 --directory runs/demo",
     "search": ("example: losstune search --data data.npz --model mymodels:build --space imbalanced_multiclass "
                "--trials 20 --epochs 10 --directory runs/mysearch\n"
-               "data.npz holds x_train, y_train, x_val, y_val (several inputs: x_train_0, x_train_1, ...)."),
+               "data.npz holds x_train, y_train and optionally x_val, y_val (several inputs: x_train_0, x_train_1, ...);\n"
+               "without x_val, y_val the search holds out 20% of the training data, or cuts --folds K."),
     "show": "example: losstune show runs/demo",
     "export": "example: losstune export runs/demo -o best_loss.json",
     "spaces": "example: losstune spaces",
@@ -44,6 +45,17 @@ def _parser():
         p.add_argument("--directory", default=directory, help="where the search lives; run again to resume (default: %(default)s)")
         p.add_argument("--seed", type=int, default=0, help="seed of weights, data order and tuner (default: %(default)s)")
         p.add_argument("--batch-size", type=int, default=32, help="(default: %(default)s)")
+        p.add_argument("--score", default="last_quarter",
+                       help="a training's score from its validation curve: last_quarter (mean of the last quarter "
+                            "of the epochs) | best | last | mean_last_3 | mean_last_5 | mean_last_10 "
+                            "(default: %(default)s)")
+        p.add_argument("--repeats", type=int, default=1,
+                       help="trainings per trial with different seeds; the score is their mean (default: %(default)s)")
+        p.add_argument("--folds", type=int, default=None,
+                       help="score each trial by stratified k-fold over the training data (no validation set needed)")
+        p.add_argument("--race", type=int, default=3,
+                       help="the N best trials get repeats until each has 3, then the pick: the best mean, or a "
+                            "simpler loss within one standard error (0: off; default: %(default)s)")
         p.add_argument("--confirm-seeds", type=int, default=0,
                        help="retrain best and baseline with N fresh seeds and report a 95%% CI of the gain (default: off)")
         p.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming")
@@ -54,7 +66,7 @@ def _parser():
     demo.add_argument("--imbalance", type=float, default=50.0, help="largest / smallest class size (default: %(default)s)")
 
     search = verb("search", "Search the loss for your model on your data.")
-    search.add_argument("--data", required=True, help=".npz file with x_train, y_train, x_val, y_val")
+    search.add_argument("--data", required=True, help=".npz file with x_train, y_train (and optionally x_val, y_val)")
     search.add_argument("--model", required=True, help="module:function; function(hp) returns a keras.Model")
     search.add_argument("--space", required=True, help="a bundled space name (see 'losstune spaces') or a .toml file")
     search.add_argument("--from-logits", action="store_true", help="the model outputs logits, not probabilities")
@@ -86,9 +98,12 @@ def _load_npz(path):
             arrays[name] = archive[name]
             continue
         parts = sorted((k for k in archive.files if k.startswith(name + "_")), key=lambda k: int(k.rsplit("_", 1)[1]))
+        if name in ("x_val", "y_val") and "x_val" not in archive.files and "y_val" not in archive.files \
+                and not any(k.startswith("x_val_") for k in archive.files):
+            continue  # no validation set: the search holds one out (or uses --folds)
         if not parts or not name.startswith("x"):
             raise UsageError(f"--data: {path} has no array {name!r} (it has {sorted(archive.files)}); "
-                             f"it needs x_train, y_train, x_val, y_val")
+                             f"it needs x_train, y_train, and x_val, y_val together or not at all")
         arrays[name] = [archive[k] for k in parts]
     return arrays
 
@@ -112,11 +127,13 @@ def _load_builder(spec):
 def _run_search(args, builder, data, space, from_logits):
     import losstune
 
+    validation = (data["x_val"], data["y_val"]) if "x_val" in data else None
     result = losstune.search(
-        builder, data["x_train"], data["y_train"], validation_data=(data["x_val"], data["y_val"]), space=space,
+        builder, data["x_train"], data["y_train"], validation_data=validation, space=space,
         objective=args.objective, tuner=args.tuner, max_trials=args.trials, epochs=args.epochs,
         seed=args.seed, directory=args.directory, overwrite=args.overwrite, from_logits=from_logits,
         batch_size=args.batch_size, confirm_seeds=args.confirm_seeds, verbose=1 if args.verbose else 0,
+        score=args.score, executions_per_trial=args.repeats, folds=args.folds, race=args.race,
     )
     path = result.export()
     print()

@@ -224,11 +224,19 @@ class LossSpace:
                 f"got {self.baseline!r}."
             )
         self.power = None
+        self.weighted = None  # the families the modifier applies to (None: every family that takes weights)
         if class_weights:
-            if not isinstance(class_weights, dict) or set(class_weights) - {"power"}:
+            if not isinstance(class_weights, dict) or set(class_weights) - {"power", "families"}:
                 raise ValueError(
-                    f"{source}: [class_weights] takes only `power`, got {class_weights!r}."
+                    f"{source}: [class_weights] takes `power` and optionally `families`, got {class_weights!r}."
                 )
+            if "families" in class_weights:
+                named = class_weights["families"]
+                takes = [n for n in self.families if families_module.get(n).weightable]
+                if not isinstance(named, list) or not named or any(n not in takes for n in named):
+                    raise ValueError(f"{source}: class_weights.families must list some of the space's families "
+                                     f"that take class weights {takes}, got {named!r}.")
+                self.weighted = list(named)
             if not self.task.class_weighted:
                 raise ValueError(f"{source}: [class_weights] applies to classification tasks, not {task!r}.")
             if "power" in class_weights:
@@ -351,7 +359,9 @@ class LossSpace:
         return len(self.families) > 1 or bool(self.tuned()) or (self.power is not None and not self.power.fixed)
 
     def weightable(self):
-        return [n for n in self.families if families_module.get(n).weightable]
+        """The space's families that the class-weight modifier applies to."""
+        takes = [n for n in self.families if families_module.get(n).weightable]
+        return takes if self.weighted is None else [n for n in takes if n in self.weighted]
 
     def declare(self, hp) -> TrialLoss:
         """Declare this space's hyperparameters on `hp` and return the trial's loss choice."""
@@ -424,6 +434,8 @@ class LossSpace:
             data["description"] = self.description
         if self.power is not None:
             data["class_weights"] = {"power": self.power.to_spec()}
+            if self.weighted is not None:
+                data["class_weights"]["families"] = list(self.weighted)
         if self.recipes:
             data["recipes"] = [_recipe_spec(name, loss) for name, loss in self.recipes]
         return data

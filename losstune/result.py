@@ -12,7 +12,9 @@ import math
 import os
 from dataclasses import dataclass
 
-from losstune import lossfile, tasks
+import numpy as np
+
+from losstune import lossfile, stats, tasks
 from losstune.files import read_json, write_json_atomic
 from losstune.lossspace import LossSpace, TrialLoss
 from losstune.tuner import failure_reason, stored_trials
@@ -39,6 +41,8 @@ class SearchContext:
     seed: int
     logdir: str = "logs"
     confirmation: dict | None = None
+    score_rule: str = "best"  # how a repeat's validation curve became its score (stats.curve_score)
+    validation_counts: list | None = None  # validation examples per class, for the small-class warning
 
     # What must match for a search to resume in the same directory.
     RESUME_KEYS = ("space", "task", "objective", "from_logits")
@@ -67,7 +71,7 @@ class SearchContext:
 
 @dataclass
 class TrialRecord:
-    """One trial of a search: its loss, its score and how it ended."""
+    """One trial of a search: its loss, its score (the mean over its repeats) and how it ended."""
 
     trial_id: str
     loss: TrialLoss
@@ -75,6 +79,24 @@ class TrialRecord:
     status: str
     message: str = ""
     is_baseline: bool = False
+    scores: list = dataclasses.field(default_factory=list)  # one per repeat (seed, fold; racing adds more)
+    se: float | None = None  # standard error of `score` (None with a single repeat)
+    recipe: str | None = None  # the name of the space's recipe this trial is
+
+    @property
+    def simplicity(self):
+        """0 for the baseline, 1 + i for the space's i-th recipe, then every searched trial: what the pick
+        prefers when two candidates cannot be told apart."""
+        return 0 if self.is_baseline else (1 + self.recipe_index if self.recipe is not None else 1000)
+
+    recipe_index: int = 0
+
+    def describe_score(self):
+        if self.score is None:
+            return "-"
+        if self.se is None:
+            return f"{self.score:.4f}"
+        return f"{self.score:.4f} ± {self.se:.4f} ({len(self.scores)})"
 
     @property
     def family(self):
@@ -119,10 +141,8 @@ class SearchResult:
         self.objective = context.objective
         self.trials = trials
         self.confirmation = context.confirmation
-        done = [t for t in trials if t.status == "COMPLETED" and t.score is not None and math.isfinite(t.score)]
-        sign = 1 if self.objective["direction"] == "max" else -1
-        self.best_trial = max(done, key=lambda t: (sign * t.score, -int(t.trial_id))) if done else None
         self.baseline_trial = next((t for t in trials if t.is_baseline and t.status == "COMPLETED"), None)
+        self.best_mean_trial, self.best_trial, self.pick_note = _pick(trials, self.objective["direction"])
 
     # --- reading back ------------------------------------------------------------------------------------
     @classmethod
@@ -133,13 +153,20 @@ class SearchResult:
         context = SearchContext.load(directory)
         space = LossSpace.from_dict(context.space, source=os.path.join(directory, CONTEXT_FILE))
         baseline = space.baseline_loss()
-        trials, seen_baseline = [], False
+        recipes = space.recipe_losses()
+        trials, seen = [], set()
         for stored in stored_trials(directory):
             loss = space.trial_loss(stored.values)
-            is_baseline = not seen_baseline and loss == baseline
-            seen_baseline = seen_baseline or is_baseline
-            trials.append(TrialRecord(stored.trial_id, loss, stored.score, stored.status,
-                                      failure_reason(stored.message), is_baseline))
+            is_baseline = "baseline" not in seen and loss == baseline
+            index = next((i for i, r in enumerate(recipes) if r == loss and i not in seen), None)
+            seen |= {"baseline"} if is_baseline else ({index} if index is not None else set())
+            record = TrialRecord(stored.trial_id, loss, stored.score, stored.status, failure_reason(stored.message),
+                                 is_baseline, recipe=None if index is None else space.recipes[index][0],
+                                 recipe_index=index or 0)
+            if stored.repeats is not None and stored.status == "COMPLETED":
+                record.scores = list(stored.repeats.scores)
+                record.score, record.se = stored.repeats.mean_se
+            trials.append(record)
         return cls(directory, context, trials)
 
     # --- the answers ---------------------------------------------------------------------------------------
@@ -158,6 +185,10 @@ class SearchResult:
     @property
     def failed(self):
         return [t for t in self.trials if t.status in ("FAILED", "INVALID")]
+
+    def warnings(self):
+        """What the user should know about this search's scores, each with what to do about it."""
+        return _warnings(self)
 
     def _require_best(self):
         if self.best_trial is None:
@@ -195,6 +226,11 @@ class SearchResult:
             "class_counts": self.context.class_counts,
             "objective": dict(self.objective),
             "score": best.score,
+            "score_se": best.se,
+            "score_repeats": list(best.scores),
+            "score_rule": self.context.score_rule,
+            "pick": self.pick_note,
+            "warnings": self.warnings(),
             "trial_id": best.trial_id,
             "baseline": None if baseline is None else {
                 "family": baseline.family, "params": baseline.params, "class_weight_power": baseline.power},
@@ -211,12 +247,12 @@ class SearchResult:
     def table(self):
         """The trials table with best vs baseline, as text."""
         name = self.objective["name"]
-        lines = [f"{'trial':>5}  {'status':<9}  {name:>14}  loss"]
+        lines = [f"{'trial':>5}  {'status':<9}  {name + ' (± SE, repeats)':>30}  loss"]
         for t in self.trials:
-            score = "-" if t.score is None else f"{t.score:.4f}"
-            marks = (" [baseline]" if t.is_baseline else "") + (" [best]" if t is self.best_trial else "")
+            marks = ((" [baseline]" if t.is_baseline else "") + (f" [recipe: {t.recipe}]" if t.recipe else "")
+                     + (" [best]" if t is self.best_trial else ""))
             why = f"  ({t.message})" if t.status != "COMPLETED" and t.message else ""
-            lines.append(f"{t.trial_id:>5}  {t.status:<9}  {score:>14}  {t.describe_loss()}{marks}{why}")
+            lines.append(f"{t.trial_id:>5}  {t.status:<9}  {t.describe_score():>30}  {t.describe_loss()}{marks}{why}")
         lines.append("")
         lines.append(self.summary())
         return "\n".join(lines)
@@ -225,15 +261,20 @@ class SearchResult:
         name = self.objective["name"]
         if self.best_trial is None:
             return f"no completed trial ({len(self.failed)} failed)."
-        text = f"best {name} = {self.best_score:.4f}: {self.best_trial.describe_loss()}"
-        if self.baseline_trial is not None:
-            gain = self.best_score - self.baseline_score
-            text += f"\nbaseline {name} = {self.baseline_score:.4f}: {self.baseline_trial.describe_loss()} (best - baseline = {gain:+.4f})"
+        best, base = self.best_trial, self.baseline_trial
+        text = f"best {name} = {best.describe_score()}: {best.describe_loss()}"
+        if self.pick_note:
+            text += f"\n  {self.pick_note}"
+        if base is not None:
+            text += (f"\nbaseline {name} = {base.describe_score()}: {base.describe_loss()} "
+                     f"(best - baseline = {self.best_score - self.baseline_score:+.4f})")
         if self.confirmation:
             c = self.confirmation
             text += (f"\nconfirmed over {c['seeds']} seeds: best {c['best_mean']:.4f} +/- {c['best_std']:.4f}, "
                      f"baseline {c['baseline_mean']:.4f} +/- {c['baseline_std']:.4f}, difference "
                      f"{c['diff_mean']:+.4f} (95% CI [{c['diff_ci'][0]:+.4f}, {c['diff_ci'][1]:+.4f}])")
+        for warning in self.warnings():
+            text += f"\nwarning: {warning}"
         return text
 
     def to_markdown(self):
@@ -241,10 +282,93 @@ class SearchResult:
         rows = ["| | loss | " + self.objective["name"] + " |", "|---|---|---|"]
         for label, t in (("best", self.best_trial), ("baseline", self.baseline_trial)):
             if t is not None:
-                rows.append(f"| {label} | {t.describe_loss()} | {t.score:.4f} |")
+                rows.append(f"| {label} | {t.describe_loss()} | {t.describe_score()} |")
         for t in self.failed:
             rows.append(f"| trial {t.trial_id} {t.status} | {t.describe_loss()} | {t.message or '-'} |")
-        return "\n".join(rows)
+        notes = ([self.pick_note] if self.pick_note else []) + [f"warning: {w}" for w in self.warnings()]
+        return "\n".join(rows + [""] + notes) if notes else "\n".join(rows)
 
     def __repr__(self):
         return f"SearchResult({self.directory!r}, trials={len(self.trials)}, best={self.best_score}, baseline={self.baseline_score})"
+
+
+def _pick(trials, direction):
+    """(best by mean, the pick, a note): the honest pick among the best-repeated completed trials.
+
+    Only trials with the most repeats compete (after racing, the top candidates; otherwise all), so a lucky
+    single run cannot beat means over several. The best mean wins unless a simpler candidate (the baseline,
+    then the space's recipes in order) is within one standard error of the paired difference: then the simpler
+    one is the pick, and the note says so (the one-standard-error rule).
+    """
+    done = [t for t in trials if t.status == "COMPLETED" and t.score is not None and math.isfinite(t.score)]
+    if not done:
+        return None, None, ""
+    most = max(len(t.scores) for t in done)
+    pool = [t for t in done if len(t.scores) == most] if most > 1 else done
+    sign = 1 if direction == "max" else -1
+    best = max(pool, key=lambda t: (sign * t.score, -t.simplicity, -int(t.trial_id)))
+    if most < 2:
+        return best, best, ""
+    simpler = []
+    for t in pool:
+        if t.simplicity >= best.simplicity:
+            continue
+        diff = sign * (np.asarray(best.scores) - np.asarray(t.scores))  # paired: repeat k shares seed and fold
+        gap, se = stats.mean_se(diff)
+        if gap <= se:
+            simpler.append((t, gap, se))
+    if not simpler:
+        return best, best, ""
+    pick, gap, se = min(simpler, key=lambda c: (c[0].simplicity, -sign * c[0].score))
+    label = "the baseline" if pick.is_baseline else f"the recipe '{pick.recipe}'"
+    return best, pick, (
+        f"picked {label} (trial {pick.trial_id}): the best mean, trial {best.trial_id} "
+        f"({best.describe_loss()}), is better by {gap:+.4f} only, within one standard error ({se:.4f}) "
+        f"of the paired difference over {most} repeats, so it cannot be told apart from the simpler loss."
+    )
+
+
+_BOUNDED_ABOVE = ("auc", "f1", "accuracy", "acc", "precision", "recall", "iou")
+_SMALL_CLASS = 5  # validation examples of a class below which its per-class metric moves in big steps
+
+
+def _warnings(result):
+    found = []
+    done = [t for t in result.trials if t.status == "COMPLETED" and t.score is not None and math.isfinite(t.score)]
+    name, direction = result.objective["name"], result.objective["direction"]
+    words = name.lower().split("_")
+    bound = 1.0 if direction == "max" and any(w in _BOUNDED_ABOVE for w in words) else None
+    if bound is not None:
+        at_bound = [t for t in done if t.score >= bound - 1e-6]
+        if len(at_bound) >= 2:
+            found.append(f"the objective saturated: {len(at_bound)} trials scored {name} = {bound:g}, so the "
+                         f"search cannot rank them; use a larger or harder validation set, or folds=k.")
+    counts = result.context.validation_counts
+    if counts and result.task.class_weighted:
+        small = [c for c, n in enumerate(counts) if n < _SMALL_CLASS]
+        if small:
+            found.append(f"validation classes {small} have fewer than {_SMALL_CLASS} examples "
+                         f"(counts {[int(counts[c]) for c in small]}): {name} moves in big steps with each of "
+                         f"their predictions; search with folds=k over the training data, or a larger "
+                         f"validation split.")
+    best = result.best_mean_trial
+    if best is not None and best.se is not None:
+        sign = 1 if direction == "max" else -1
+        others = sorted((t for t in done if t is not best), key=lambda t: -sign * t.score)
+        if others and abs(best.score - others[0].score) < best.se:
+            found.append(f"the top trials differ by {abs(best.score - others[0].score):.4f}, less than the "
+                         f"spread of their repeats (standard error {best.se:.4f}); more repeats "
+                         f"(executions_per_trial, folds) would be needed to separate them.")
+    pick = result.best_trial
+    if pick is not None:
+        for pname, rng in result.space.families.get(pick.family, {}).items():
+            value = pick.params.get(pname)
+            if rng.fixed or rng.values is not None or not isinstance(value, (int, float)):
+                continue
+            width = rng.high - rng.low
+            if width > 0 and (value - rng.low <= 0.01 * width or rng.high - value <= 0.01 * width):
+                edge = "bottom" if value - rng.low <= 0.01 * width else "top"
+                found.append(f"{pick.family}/{pname} = {value:.4g} lies at the {edge} of its search range "
+                             f"[{rng.low:g}, {rng.high:g}]: the best value may lie beyond it; widen the range "
+                             f"in the space and search again.")
+    return found

@@ -21,7 +21,7 @@ from losstune import tuner as tuner_module
 from losstune.hypermodel import LossHyperModel
 from losstune.lossspace import LossSpace
 from losstune.result import SearchContext, SearchResult
-from losstune.stats import paired_difference
+from losstune.stats import SCORE_RULES, curve_score, paired_difference
 
 
 def _positive_int(name, value, minimum=1):
@@ -40,8 +40,19 @@ class _Data:
     y_val: np.ndarray
 
 
-def _check_data(x, y, validation_data, batch_size, seed):
+def _check_data(x, y, validation_data, batch_size, seed, folds):
     """Shapes, values and pairing of the training and validation data (labels are checked in `_plan`)."""
+    if folds:
+        if validation_data is not None:
+            raise ValueError("`validation_data` and `folds` exclude each other: with folds=k every trial "
+                             "validates on the held-out fold of (x, y); pass one of them.")
+        if inputs.is_dataset(x):
+            raise ValueError("`folds` needs x and y as arrays to cut the folds from, got a tf.data.Dataset as `x`.")
+        if y is None:
+            raise ValueError("`y` is required when `x` is an array (pass the labels).")
+        x, y = inputs.check_pair(x, y, "x", "y")
+        # The probe and the label checks see one fold's validation part; training cuts each fold itself.
+        return _Data({"x": x, "y": y, "batch_size": batch_size}, None, y, y)
     if inputs.is_dataset(x):
         if y is not None:
             raise ValueError("`y` must be None when `x` is a tf.data.Dataset (it yields the labels).")
@@ -99,23 +110,29 @@ class _Plan:
     context: SearchContext
 
 
-def _plan(build_model, space, data, objective, from_logits, optimizer, metrics, seed, max_trials, epochs):
+def _plan(build_model, space, data, objective, from_logits, optimizer, metrics, seed, max_trials, epochs, folds,
+          score):
     """Probe the model on both data sets, check the labels, measure the class counts, resolve the objective."""
     task = space.task
     hypermodel = LossHyperModel(build_model, space, class_counts=None, from_logits=from_logits,
-                                optimizer=optimizer, metrics=metrics, seed=seed)
-    outputs, last_activation = _probe_model(hypermodel, {
-        "x": inputs.first_features(data.fit["x"]), "validation_data": inputs.first_features(
-            data.validation if inputs.is_dataset(data.validation) else data.validation[0])})
+                                optimizer=optimizer, metrics=metrics, seed=seed, folds=folds)
+    features = {"x": inputs.first_features(data.fit["x"])}
+    if data.validation is not None:
+        features["validation_data"] = inputs.first_features(
+            data.validation if inputs.is_dataset(data.validation) else data.validation[0])
+    outputs, last_activation = _probe_model(hypermodel, features)
     num_outputs = outputs.shape[-1] if outputs.ndim > 1 else 1
     task.check_outputs(outputs, from_logits, last_activation)
     class_counts = task.check_labels(data.y_train, num_outputs, "y")
-    task.check_labels(data.y_val, num_outputs, "validation_data (labels)")
+    validation_counts = task.check_labels(data.y_val, num_outputs, "validation_data (labels)")
+    if folds and validation_counts is not None:
+        validation_counts = [c / folds for c in validation_counts]  # what one fold holds, on average
     hypermodel.class_counts = class_counts
     objective = objectives.resolve(objective, task, hypermodel.metric_names(num_outputs), space.loss_is_tuned)
     context = SearchContext(
         space=space.to_dict(), task=task.name, objective={"name": objective.name, "direction": objective.direction},
         class_counts=class_counts, from_logits=bool(from_logits), max_trials=max_trials, epochs=epochs, seed=seed,
+        score_rule=score, validation_counts=validation_counts,
     )
     return _Plan(hypermodel, objective, num_outputs, context)
 
@@ -144,6 +161,9 @@ def search(
     confirm_seeds=0,
     verbose=0,
     stream=None,
+    score="last_quarter",
+    folds=None,
+    race=3,
 ):
     """Search the loss for `build_model` on (x, y) and return a `SearchResult`.
 
@@ -160,7 +180,8 @@ def search(
         tuner: "random", "grid", "bayesian", "hyperband" or a `keras_tuner.Tuner` subclass.
         max_trials: trials in all, the baseline included (Hyperband sets its own count from `epochs`).
         epochs: epochs per trial (Hyperband: the largest budget).
-        executions_per_trial: trainings per trial with seeds seed, seed+1, ...; the trial's score is their mean.
+        executions_per_trial: trainings per trial (repeats) with seeds seed, seed+1, ...; the trial's score is
+            their mean, with its standard error.
         seed: initial weights, data order and the tuner's sampling all follow it.
         directory, project_name: the search lives in `directory/project_name`; run again to resume.
         overwrite: start afresh instead of resuming.
@@ -169,6 +190,14 @@ def search(
         confirm_seeds: after the search, retrain the best and the baseline loss with this many fresh seeds
             and report means, spreads and a 95% confidence interval of the difference (0: skip; else >= 2).
         stream: where the one-line status per trial goes (default: stdout).
+        score: how a training's per-epoch validation curve becomes its score: "last_quarter" (the mean of the
+            last quarter of the epochs; chosen by measurement, see benchmarks/README.md), "best" (the best
+            epoch, KerasTuner's own rule), "last", or "mean_last_3" / "mean_last_5" / "mean_last_10".
+        folds: None, or k >= 2: score each trial by stratified k-fold cross-validation over (x, y) instead of
+            a validation set (each fold is a repeat: k trainings per trial); excludes `validation_data`.
+        race: after the search, the `race` best trials by mean, and the best of the baseline and the recipes,
+            get extra repeats until each has at least 3 (paired: repeat k of every trial shares its seed and
+            fold); the pick is the best mean, or a simpler candidate within one standard error of it. 0: off.
     """
     # 1. check: every argument and the data, before anything trains
     stream = stream or sys.stdout
@@ -177,14 +206,20 @@ def search(
     executions_per_trial = _positive_int("executions_per_trial", executions_per_trial)
     batch_size = _positive_int("batch_size", batch_size)
     seed = _positive_int("seed", seed, minimum=0)
+    race = _positive_int("race", race, minimum=0)
+    if folds is not None:
+        folds = _positive_int("folds", folds, minimum=2)
+    if score not in SCORE_RULES:
+        raise ValueError(f"`score` must be one of {list(SCORE_RULES)}, got {score!r}.")
     if confirm_seeds != 0:
         confirm_seeds = _positive_int("confirm_seeds", confirm_seeds, minimum=2)
     tuner_cls = tuner_module.tuner_class(tuner)
     space = LossSpace.coerce(space)
-    data = _check_data(x, y, validation_data, batch_size, seed)
+    data = _check_data(x, y, validation_data, batch_size, seed, folds)
 
     # 2. plan: the model probed on both data sets, class counts, objective, the search record
-    plan = _plan(build_model, space, data, objective, from_logits, optimizer, metrics, seed, max_trials, epochs)
+    plan = _plan(build_model, space, data, objective, from_logits, optimizer, metrics, seed, max_trials, epochs,
+                 folds, score)
     project_dir = os.path.join(directory, project_name)
     if not overwrite:
         plan.context.check_resumable(project_dir)
@@ -194,21 +229,21 @@ def search(
     log = tuner_module.TrialLog(
         logdir=os.path.join(project_dir, plan.context.logdir), space=space, from_logits=bool(from_logits),
         num_outputs=plan.num_outputs, class_counts=plan.context.class_counts, objective=plan.objective,
-        max_trials=None if hyperband else max_trials, stream=stream,
+        max_trials=None if hyperband else max_trials, stream=stream, score_rule=score,
     )
     budget = {"max_epochs": epochs} if hyperband else {"max_trials": max_trials}
-    tuner_obj = tuner_module.make_tuner(
-        tuner_cls, log, hypermodel=plan.hypermodel, objective=plan.objective, directory=directory,
-        project_name=project_name, overwrite=overwrite, executions_per_trial=executions_per_trial,
-        seed=seed + 1,  # KerasTuner treats seed 0 as "unseeded"
-        max_consecutive_failed_trials=max_trials + 1,  # failed trials are recorded; the search goes on
-        **budget,
-    )
     worker = tuner_module.is_worker()
-    if not worker:
-        plan.context.save(project_dir)
-        tb.write_hparams_config(log.logdir, tuner_obj.oracle.get_space().space, plan.objective.name)
     with tuner_module.running():
+        tuner_obj = tuner_module.make_tuner(
+            tuner_cls, log, hypermodel=plan.hypermodel, objective=plan.objective, directory=directory,
+            project_name=project_name, overwrite=overwrite, executions_per_trial=executions_per_trial * (folds or 1),
+            seed=seed + 1,  # KerasTuner treats seed 0 as "unseeded"
+            max_consecutive_failed_trials=max_trials + 1,  # failed trials are recorded; the search goes on
+            **budget,
+        )
+        if not worker:
+            plan.context.save(project_dir)
+            tb.write_hparams_config(log.logdir, tuner_obj.oracle.get_space().space, plan.objective.name)
         tuner_obj.search(**data.fit, validation_data=data.validation, epochs=epochs,
                          callbacks=list(callbacks or []), verbose=verbose, shuffle=True)
     result = SearchResult.from_directory(project_dir)
@@ -220,7 +255,10 @@ def search(
                 f"trial {t.trial_id} ({t.describe_loss()}): {t.message or t.status}" for t in result.trials[:5])
         )
 
-    # 4. confirm: the pick against the baseline over fresh seeds
+    # 4. race the top candidates to an honest pick; confirm it against the baseline over fresh seeds
+    if race:
+        _race(plan.hypermodel, result, data, epochs, race, verbose, stream)
+        result = SearchResult.from_directory(project_dir)
     if confirm_seeds:
         plan.context.confirmation = confirm(plan.hypermodel, result, data.fit, data.validation, epochs,
                                             confirm_seeds, verbose)
@@ -231,6 +269,48 @@ def search(
     tb.write_summary(log.logdir, result.to_markdown(), result.best_score, result.baseline_score)
     result.export()
     return result
+
+
+RACE_REPEATS = 3  # repeats every raced candidate ends with: the fewest that give a standard error
+
+
+def _race(hypermodel, result, data, epochs, race, verbose, stream):
+    """Extra repeats for the top candidates, so that the pick rests on means, not on one lucky run.
+
+    Repeat k of every candidate uses the seed and fold of execution k, as the search's own executions do, so
+    differences between candidates are paired. Each score is saved as it comes (an interrupted race resumes).
+    """
+    name, direction = result.objective["name"], result.objective["direction"]
+    sign = 1 if direction == "max" else -1
+    done = sorted((t for t in result.completed if t.score is not None and np.isfinite(t.score)),
+                  key=lambda t: -sign * t.score)
+    candidates = done[:race]
+    simple = [t for t in done if t.is_baseline or t.recipe is not None]
+    if simple and simple[0] not in candidates:
+        candidates.append(simple[0])  # the best simple candidate, so the pick can be checked against it
+    target = max([RACE_REPEATS] + [len(t.scores) for t in candidates])
+    logdir = os.path.join(result.directory, result.context.logdir)
+    for t in candidates:
+        trial_dir = os.path.join(result.directory, f"trial_{t.trial_id}")
+        repeats = tuner_module.Repeats.load(trial_dir) or tuner_module.Repeats([t.score], result.context.score_rule)
+        hp = tuner_module.trial_hyperparameters(result.directory, t.trial_id)
+        for execution in range(len(repeats.scores), target):
+            hypermodel.execution = execution
+            model = hypermodel.build(hp)
+            try:
+                history = hypermodel.fit(hp, model, **data.fit, validation_data=data.validation, epochs=epochs,
+                                         verbose=verbose, shuffle=True)
+                value = curve_score(history.history[name], repeats.rule, direction)
+            except keras_tuner.errors.FailedTrialError:
+                value = float("nan")  # a candidate that diverges on some seed cannot be the pick
+            repeats.scores.append(value)
+            repeats.save(trial_dir)
+            mean, se = repeats.mean_se
+            print(f"[race] trial {t.trial_id} repeat {execution + 1}/{target}  {t.describe_loss()}  "
+                  f"{name}={value:.4f}  mean {mean:.4f}" + (f" ± {se:.4f}" if se is not None else ""),
+                  file=stream, flush=True)
+            tb.update_trial_score(os.path.join(logdir, t.trial_id), mean, step=execution)
+    hypermodel.execution = 0
 
 
 def confirm(hypermodel, result, fit_data, validation_data, epochs, seeds, verbose=0):

@@ -142,6 +142,16 @@ def end_trial(trial_dir, score, failed, message=""):
                 tf.summary.scalar(TRIAL_SCORE, float(score), step=0)
 
 
+def update_trial_score(trial_dir, score, step):
+    """A later trial score (after racing added repeats) in the trial's first execution run, at `step`: the
+    HParams dashboard shows a session metric's last value."""
+    tf = _tf()
+    execution_dir = os.path.join(trial_dir, "execution0")
+    if np.isfinite(score) and os.path.isdir(execution_dir):
+        with tf.summary.create_file_writer(execution_dir).as_default():
+            tf.summary.scalar(TRIAL_SCORE, float(score), step=step)
+
+
 def render_curves(curves, height=200, width=300):
     """A small RGB line plot (uint8, H x W x 3) of 1-D curves sharing one x axis; no text."""
     colors = [(31, 119, 180), (214, 39, 40), (127, 127, 127)]

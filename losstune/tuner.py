@@ -20,6 +20,7 @@ from typing import TextIO
 import keras
 import keras_tuner
 from keras_tuner.src import config as kt_config  # KerasTuner private (1.4.x): the traceback-printing flag
+from keras_tuner.src import utils as kt_utils  # KerasTuner private (1.4.x): its JSON state writer
 from keras_tuner.src.distribute import utils as dist_utils  # KerasTuner private (1.4.x): distributed roles
 
 from losstune import tensorboard_log as tb
@@ -165,8 +166,12 @@ class LosstuneTunerMixin:
             pick = max if log.objective.direction == "max" else min
             best = pick(scored, key=lambda t: t.score)
         desc = log.space.trial_loss(trial.hyperparameters.values).describe()
+        repeats = Repeats.load(self.get_trial_dir(trial.trial_id))
         if trial.status == "COMPLETED" and trial.score is not None:
             outcome = f"{log.objective.name}={trial.score:.4f}"
+            if repeats is not None and len(repeats.scores) > 1:
+                mean, se = repeats.mean_se
+                outcome += f" ± {se:.4f} ({len(repeats.scores)} repeats)"
         else:
             outcome = f"{trial.status}: {message or 'no score'}"
             if traceback_file:
@@ -235,9 +240,34 @@ def active_values(hps):
 
 @contextlib.contextmanager
 def running():
-    """Around `tuner.search`: KerasTuner's per-trial traceback print off, the pre-search heap frozen."""
-    with _quiet_trial_tracebacks(), _frozen_heap():
+    """Around a KerasTuner search: its files written atomically, its per-trial traceback print off, the
+    pre-search heap frozen."""
+    with _atomic_state_files(), _quiet_trial_tracebacks(), _frozen_heap():
         yield
+
+
+@contextlib.contextmanager
+def _atomic_state_files():
+    """Make KerasTuner write its JSON state (oracle.json, trial.json, tuner*.json) atomically.
+
+    KerasTuner private (1.4.x): every state file goes through `keras_tuner.src.utils.save_json(path, obj)`,
+    which truncates the file and then writes it; a process killed in between leaves an empty oracle.json and
+    the search cannot resume. Local paths are written to a temporary file and renamed instead.
+    """
+    original = kt_utils.save_json
+
+    def save_json(path, obj):
+        if "://" in str(path):  # a remote file system: KerasTuner's own writer
+            return original(path, obj)
+        text = json.dumps(obj)
+        write_text_atomic(path, text)
+        return text
+
+    kt_utils.save_json = save_json
+    try:
+        yield
+    finally:
+        kt_utils.save_json = original
 
 
 @contextlib.contextmanager
@@ -290,8 +320,10 @@ class Repeats:
 
     @property
     def mean_se(self):
-        finite = [s for s in self.scores if s == s]
-        return mean_se(finite) if finite else (float("nan"), None)
+        """(mean, standard error); NaN when a repeat failed: a loss that diverges on some seed cannot win."""
+        if not self.scores or any(s != s for s in self.scores):
+            return float("nan"), None
+        return mean_se(self.scores)
 
     def save(self, trial_dir):
         write_json_atomic(os.path.join(trial_dir, self.FILE),

@@ -55,7 +55,7 @@ def test_search_show_export(npz_and_model, tmp_path):
     d = npz_and_model
     proc = subprocess.run(_command() + ["search", "--data", "data.npz", "--model", "mymodels:build", "--space",
                                         "imbalanced_multiclass", "--trials", "2", "--epochs", "1", "--tuner", "random",
-                                        "--directory", "out"], capture_output=True, text=True, env=ENV, cwd=d, timeout=300)
+                                        "--race", "0", "--directory", "out"], capture_output=True, text=True, env=ENV, cwd=d, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "[2/2] trial 1 " in proc.stdout
     show = subprocess.run(_command() + ["show", "out"], capture_output=True, text=True, env=ENV, cwd=d,
@@ -112,3 +112,17 @@ def test_every_verb_has_help_with_an_example(verb, capsys):
         cli.main([verb, "--help"])
     assert exit_info.value.code == 0
     assert "example: losstune " + verb in capsys.readouterr().out
+
+
+def test_search_with_folds_needs_no_validation_arrays(npz_and_model):
+    d = npz_and_model
+    x, y = tiny_multiclass(n=90)
+    np.savez(d / "train_only.npz", x_train=x, y_train=y)
+    proc = subprocess.run(_command() + ["search", "--data", "train_only.npz", "--model", "mymodels:build", "--space",
+                                        "imbalanced_multiclass", "--trials", "2", "--epochs", "1", "--tuner", "random",
+                                        "--folds", "2", "--race", "0", "--directory", "cv"],
+                          capture_output=True, text=True, env=ENV, cwd=d, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "(2 repeats)" in proc.stdout and "Traceback" not in proc.stderr
+    result = losstune.SearchResult.from_directory(d / "cv")
+    assert [len(t.scores) for t in result.trials] == [2, 2]

@@ -24,7 +24,8 @@ SCRIPT = textwrap.dedent("""
     from tests.helpers import mlp, tiny_multiclass
     x, y = tiny_multiclass(n=200)
     result = losstune.search(mlp(3, inputs=8), x, y, validation_data=(x, y), space="imbalanced_multiclass",
-                             tuner="random", max_trials={trials}, epochs={epochs}, directory={directory!r}, seed=1)
+                             tuner="random", max_trials={trials}, epochs={epochs}, directory={directory!r}, seed=1,
+                             race=0)
     print("FINISHED", os.environ.get("KERASTUNER_TUNER_ID", "single"), len(result.trials), flush=True)
 """)
 

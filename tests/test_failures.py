@@ -38,7 +38,7 @@ def nan_search(tmp_path_factory):
     directory = tmp_path_factory.mktemp("nan")
     out = io.StringIO()
     result = losstune.search(exploding_model, X, Y, validation_data=(X, Y), space=PLAIN, tuner="grid",
-                             max_trials=2, epochs=3, directory=str(directory), stream=out)
+                             max_trials=2, epochs=3, race=0, directory=str(directory), stream=out)
     return result, out.getvalue()
 
 
@@ -136,7 +136,7 @@ def test_a_failed_trial_says_why_in_one_line_and_keeps_its_traceback(tmp_path, c
 
     out = io.StringIO()
     result = losstune.search(build, X, Y, validation_data=(X, Y), space=PLAIN, tuner="grid", max_trials=2,
-                             epochs=1, directory=str(tmp_path), stream=out)
+                             epochs=1, race=0, directory=str(tmp_path), stream=out)
     failed = result.trials[1]
     assert failed.status == "FAILED" and failed.message == "Incompatible shapes: [16,3] vs. [16,4]"
     traceback_file = tmp_path / "search" / f"trial_{failed.trial_id}" / "traceback.txt"
@@ -156,7 +156,7 @@ SCRIPT = textwrap.dedent("""
     from tests.helpers import mlp, tiny_multiclass
     x, y = tiny_multiclass(n=400)
     losstune.search(mlp(3, inputs=8), x, y, validation_data=(x, y), space="imbalanced_multiclass", tuner="random",
-                    max_trials=6, epochs=4, directory={directory!r}, seed=2)
+                    max_trials=6, epochs=4, directory={directory!r}, seed=2, race=0)
     print("DONE", flush=True)
 """)
 

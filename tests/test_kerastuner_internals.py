@@ -50,3 +50,26 @@ def test_trial_state_holds_the_keys_losstune_reads_back():
     state = trial_module.Trial(hp, trial_id="3", status="COMPLETED").get_state()
     assert {"trial_id", "hyperparameters", "status", "score", "message"} <= set(state)
     assert state["hyperparameters"]["values"] == {"loss": "crossentropy"}
+
+
+def test_state_files_go_through_one_json_writer():
+    # losstune swaps it for an atomic writer while a search runs, so a killed search can resume.
+    from keras_tuner.src import utils as kt_utils
+    from keras_tuner.src.engine import stateful
+
+    assert list(inspect.signature(kt_utils.save_json).parameters) == ["path", "obj"]
+    assert "utils.save_json(" in inspect.getsource(stateful.Stateful.save)
+
+
+def test_the_atomic_writer_is_in_place_only_while_running(tmp_path):
+    from keras_tuner.src import utils as kt_utils
+
+    from losstune import tuner
+
+    original = kt_utils.save_json
+    with tuner.running():
+        assert kt_utils.save_json is not original
+        kt_utils.save_json(str(tmp_path / "state.json"), {"a": 1})
+    assert kt_utils.save_json is original
+    assert (tmp_path / "state.json").read_text() == '{"a": 1}'
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]

@@ -22,3 +22,10 @@ def test_readme_lists_every_family_and_space():
     for name in losstune.spaces.available():
         assert f"`{name}`" in README, name
     assert (ROOT / "docs" / "hparams.png").is_file()
+
+
+def test_readme_space_example_loads():
+    block = README.split("```toml\n", 1)[1].split("```", 1)[0]
+    space = losstune.LossSpace.from_toml_text(block, source="README.md")
+    assert [name for name, _ in space.recipes] == ["inverse-frequency cross-entropy", "focal(alpha=0.25, gamma=2)"]
+    assert space.weightable() == ["crossentropy", "focal"]

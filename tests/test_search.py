@@ -40,9 +40,35 @@ def test_long_tailed_search_beats_crossentropy(long_tailed_search):
     assert result.objective == {"name": "val_macro_f1", "direction": "max"}
     assert result.best_score > result.baseline_score
     assert len({t.family for t in result.trials}) >= 3  # the search explored the families
-    # one status line per finished trial
-    assert sum(line.startswith("[") for line in log.splitlines()) == 12
+    # one status line per finished trial, then the race's lines
+    assert sum(line.startswith("[") and not line.startswith("[race]") for line in log.splitlines()) == 12
     assert "[12/12] trial 11 " in log and "best so far" in log
+
+
+def test_recipes_come_right_after_the_baseline_and_no_trial_repeats_another(long_tailed_search):
+    result, _, _ = long_tailed_search
+    space = losstune.spaces.load("imbalanced_multiclass")
+    assert [t.recipe for t in result.trials[1:3]] == [name for name, _ in space.recipes]
+    assert [t.loss for t in result.trials[1:3]] == space.recipe_losses()
+    assert sum(t.recipe is not None for t in result.trials) == 2
+    losses = [t.loss.describe() for t in result.trials]
+    assert len(set(losses)) == len(losses)  # no budget spent twice
+
+
+def test_the_race_gives_the_top_candidates_three_paired_repeats(long_tailed_search):
+    result, log, _ = long_tailed_search
+    raced = [t for t in result.trials if len(t.scores) == 3]
+    assert 3 <= len(raced) <= 4 and result.best_trial in raced
+    assert any(t.is_baseline or t.recipe for t in raced)  # the best simple candidate races too
+    for t in raced:
+        assert t.score == pytest.approx(np.mean(t.scores)) and t.se == pytest.approx(np.std(t.scores, ddof=1) / 3 ** 0.5)
+        assert log.count(f"[race] trial {t.trial_id} ") == 2
+    # the pick is the best mean among the raced, unless a simpler one is within one standard error
+    best_mean = max(raced, key=lambda t: t.score)
+    assert result.best_mean_trial is best_mean
+    if result.best_trial is not best_mean:
+        assert result.best_trial.simplicity < best_mean.simplicity and "one standard error" in result.pick_note
+    assert "±" in result.table() and "(3)" in result.table()
 
 
 def test_exported_config_rebuilds_the_same_loss(long_tailed_search, tmp_path):
@@ -120,7 +146,7 @@ def test_same_seed_same_initial_weights():
 def test_resume_runs_only_the_remaining_trials(tmp_path):
     x, y = tiny_multiclass()
     common = dict(validation_data=(x, y), space="imbalanced_multiclass", tuner="random", epochs=1,
-                  directory=str(tmp_path), seed=3)
+                  directory=str(tmp_path), seed=3, race=0)
     first = io.StringIO()
     losstune.search(mlp(3, inputs=8), x, y, max_trials=2, stream=first, **common)
     stamps = {p: os.path.getmtime(p) for p in _trial_files(tmp_path)}
@@ -144,7 +170,7 @@ def test_metric_learning_search_tunes_the_contrastive_margin(tmp_path):
     split = datasets.digit_pairs(n_train=600, n_val=300, n_test=10, seed=0)
     result = losstune.search(
         siamese, split.x_train, split.y_train, validation_data=(split.x_val, split.y_val),
-        space="metric_learning", tuner="random", max_trials=4, epochs=3, directory=str(tmp_path),
+        space="metric_learning", tuner="random", max_trials=4, epochs=3, race=0, directory=str(tmp_path),
         stream=io.StringIO(),
     )
     assert result.objective["name"] == "val_pair_auc"
@@ -158,7 +184,7 @@ def test_metric_learning_search_tunes_the_contrastive_margin(tmp_path):
 def test_confirm_seeds_reports_a_confidence_interval(tmp_path):
     x, y = tiny_multiclass()
     result = losstune.search(mlp(3, inputs=8), x, y, validation_data=(x, y), space="imbalanced_multiclass",
-                             tuner="random", max_trials=2, epochs=1, directory=str(tmp_path),
+                             tuner="random", max_trials=2, epochs=1, directory=str(tmp_path), race=0,
                              confirm_seeds=2, stream=io.StringIO())
     c = result.confirmation
     assert c["seeds"] == 2 and len(c["best_scores"]) == 2 and len(c["baseline_scores"]) == 2
@@ -181,7 +207,8 @@ def test_tf_data_dataset_input(tmp_path):
     x, y = tiny_multiclass()
     train = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
     result = losstune.search(mlp(3, inputs=8), train, validation_data=train, space="imbalanced_multiclass",
-                             tuner="random", max_trials=2, epochs=1, directory=str(tmp_path), stream=io.StringIO())
+                             tuner="random", max_trials=2, epochs=1, race=0, directory=str(tmp_path),
+                             stream=io.StringIO())
     assert len(result.completed) == 2
     assert result.context.class_counts == np.bincount(y, minlength=3).tolist()
 
@@ -189,7 +216,7 @@ def test_tf_data_dataset_input(tmp_path):
 def test_executions_use_different_seeds_and_average(tmp_path):
     x, y = tiny_multiclass()
     result = losstune.search(mlp(3, inputs=8), x, y, validation_data=(x, y), space="imbalanced_multiclass",
-                             tuner="random", max_trials=1, epochs=1, executions_per_trial=2,
+                             tuner="random", max_trials=1, epochs=1, executions_per_trial=2, race=0,
                              directory=str(tmp_path), stream=io.StringIO())
     logs = os.path.join(result.directory, "logs", result.trials[0].trial_id)
     assert sorted(d for d in os.listdir(logs) if d.startswith("execution")) == ["execution0", "execution1"]

@@ -33,7 +33,7 @@ def server(tmp_path_factory):
     x, y = tiny_multiclass(n=90)
     result = losstune.search(mlp(3, inputs=8), x, y, validation_data=(x, y), space="imbalanced_multiclass",
                              tuner="random", max_trials=3, epochs=1, directory=str(tmp_path_factory.mktemp("tbs")),
-                             seed=4, stream=io.StringIO())
+                             seed=4, race=0, stream=io.StringIO())
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", f"{result.directory}/logs",
                              "--host", "127.0.0.1", "--port", str(port), "--load_fast=false"],

@@ -1,0 +1,188 @@
+"""Search quality: trial scores that resist noise, repeats, recipes, the honest pick and its warnings."""
+
+import io
+
+import keras_tuner
+import numpy as np
+import pytest
+
+import losstune
+from losstune import inputs, stats
+from losstune.lossspace import LossSpace, TrialLoss
+from losstune.result import SearchContext, SearchResult, TrialRecord
+from losstune.tuner import _known_first, active_values
+from tests.helpers import mlp, tiny_multiclass
+
+SPACE = {
+    "task": "multiclass", "baseline": "crossentropy",
+    "families": {"crossentropy": {"label_smoothing": {"min": 0.0, "max": 0.2}}, "focal": {"gamma": {"min": 0.0, "max": 5.0}},
+                 "logit_adjusted": {"tau": {"min": 0.0, "max": 2.0}}},
+    "class_weights": {"power": {"min": 0.0, "max": 1.0}, "families": ["crossentropy", "focal"]},
+    "recipes": [{"name": "inverse-frequency", "family": "crossentropy", "class_weights": {"power": 1.0}},
+                {"family": "logit_adjusted", "params": {"tau": 1.0}}],
+}
+
+
+# --- score rules and statistics ------------------------------------------------------------------------------
+@pytest.mark.parametrize("rule, expected", [
+    ("best", 0.9), ("last", 0.5), ("mean_last_3", np.mean([0.9, 0.4, 0.5])), ("last_quarter", np.mean([0.4, 0.5])),
+])
+def test_curve_score_rules(rule, expected):
+    curve = [0.1, 0.3, 0.2, 0.6, 0.1, 0.9, 0.4, 0.5]  # 8 epochs: the last quarter is the last 2
+    assert stats.curve_score(curve, rule, "max") == pytest.approx(expected)
+
+
+def test_curve_score_min_direction_and_short_curves():
+    assert stats.curve_score([0.5, 0.2, 0.4], "best", "min") == 0.2
+    assert stats.curve_score([0.5], "mean_last_10", "max") == 0.5
+    assert stats.curve_score([0.5, 0.7, 0.3], "last_quarter", "max") == 0.3  # ceil(3 / 4) = 1 epoch
+    assert np.isnan(stats.curve_score([0.5, float("nan")], "last", "max"))
+    with pytest.raises(ValueError, match="`score` must be one of"):
+        stats.curve_score([0.5], "median", "max")
+
+
+def test_mean_se_against_numpy():
+    values = [0.71, 0.74, 0.69, 0.8]
+    mean, se = stats.mean_se(values)
+    assert mean == pytest.approx(np.mean(values)) and se == pytest.approx(np.std(values, ddof=1) / 2)
+    assert stats.mean_se([0.5]) == (0.5, None)
+
+
+def test_search_refuses_unknown_score_rules_and_folds_with_validation_data(tmp_path):
+    x, y = tiny_multiclass(n=60)
+    with pytest.raises(ValueError, match="`score` must be one of"):
+        losstune.search(mlp(3, inputs=8), x, y, score="median", directory=str(tmp_path))
+    with pytest.raises(ValueError, match="`validation_data` and `folds` exclude each other"):
+        losstune.search(mlp(3, inputs=8), x, y, validation_data=(x, y), folds=3, directory=str(tmp_path))
+    with pytest.raises(ValueError, match="`folds` must be an integer >= 2, got 1"):
+        losstune.search(mlp(3, inputs=8), x, y, folds=1, directory=str(tmp_path))
+
+
+def test_stratified_folds_keep_every_class_in_every_fold():
+    y = np.array([0] * 30 + [1] * 6 + [2] * 3)
+    folds = inputs.fold_indices(len(y), 3, seed=0, strata=y)
+    assert len(folds) == 3
+    seen = np.concatenate([val for _, val in folds])
+    assert sorted(seen.tolist()) == list(range(len(y)))  # each example validates exactly once
+    for train, val in folds:
+        assert set(np.bincount(y[val], minlength=3)) <= {10, 2, 1} and not set(train) & set(val)
+
+
+# --- recipes ---------------------------------------------------------------------------------------------------
+def test_recipes_are_parsed_completed_and_round_trip():
+    space = LossSpace.from_dict(SPACE)
+    assert [name for name, _ in space.recipes] == ["inverse-frequency", "logit_adjusted(tau=1)"]
+    assert space.recipe_losses() == [TrialLoss("crossentropy", {"label_smoothing": 0.0}, 1.0),
+                                     TrialLoss("logit_adjusted", {"tau": 1.0}, None)]
+    assert space.trial_values(space.recipe_losses()[1]) == {"loss": "logit_adjusted", "logit_adjusted/tau": 1.0}
+    assert LossSpace.from_dict(space.to_dict()).recipes == space.recipes
+
+
+def test_class_weights_apply_only_to_the_families_named():
+    space = LossSpace.from_dict(SPACE)
+    assert space.weightable() == ["crossentropy", "focal"]
+    assert space.trial_loss({"loss": "logit_adjusted", "logit_adjusted/tau": 1.0, "class_weights/power": 0.5}).power is None
+
+
+@pytest.mark.parametrize("recipe, message", [
+    ({"family": "ldam"}, "`family` must be one of the space's families"),
+    ({"family": "focal", "params": {"gamma": 7.0}}, "focal.gamma = 7.0 lies outside the space's range"),
+    ({"family": "focal", "params": {"alpha": 0.25}}, "focal parameter 'alpha' is not in this space's \\[families.focal\\]"),
+    ({"family": "logit_adjusted", "class_weights": {"power": 1.0}}, "class weights do not apply here"),
+    ({"family": "crossentropy", "class_weights": {"power": 1.5}}, "class_weights.power = 1.5 lies outside"),
+    ({"family": "crossentropy", "weights": 1}, "unknown keys \\['weights'\\]"),
+])
+def test_bad_recipes_name_the_recipe_and_what_is_allowed(recipe, message):
+    with pytest.raises(ValueError, match="recipes\\[0\\]: " + message):
+        LossSpace.from_dict(dict(SPACE, recipes=[recipe]), source="my.toml")
+
+
+def test_the_oracle_tries_baseline_and_recipes_first_and_replaces_repeated_proposals(tmp_path):
+    space = LossSpace.from_dict(SPACE)
+    hp = keras_tuner.HyperParameters()
+    space.declare(hp)
+    oracle = keras_tuner.oracles.RandomSearchOracle(objective=keras_tuner.Objective("score", "max"),
+                                                     max_trials=8, hyperparameters=hp, seed=1)
+    oracle._set_project_dir(str(tmp_path), "oracle")
+    stuck = {"loss": "focal", "focal/gamma": 5.0, "class_weights/power": 1.0}  # a proposal at the range's edge
+    oracle.populate_space = lambda trial_id: {"status": "RUNNING", "values": dict(stuck)}
+    first = [space.trial_values(loss) for loss in [space.baseline_loss()] + space.recipe_losses()]
+    _known_first(oracle, first)
+    seen = []
+    for k in range(6):
+        trial = oracle.create_trial(f"t{k}")
+        seen.append(active_values(trial.hyperparameters))
+        oracle.update_trial(trial.trial_id, {"score": float(k)})
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+    assert seen[:3] == first and seen[3] == stuck
+    assert all(values != stuck for values in seen[4:])  # the same proposal again: replaced by untried values
+    assert len({str(sorted(v.items())) for v in seen}) == 6
+
+
+# --- the honest pick and its warnings -----------------------------------------------------------------------
+def _result(records, validation_counts=None, direction="max", space=SPACE):
+    context = SearchContext(space=space, task="multiclass", objective={"name": "val_macro_f1", "direction": direction},
+                            class_counts=[50, 10, 2], from_logits=False, max_trials=len(records), epochs=4, seed=0,
+                            score_rule="last_quarter", validation_counts=validation_counts)
+    return SearchResult("<memory>", context, records)
+
+
+def _record(tid, scores, loss=None, **kw):
+    mean, se = stats.mean_se(scores)
+    return TrialRecord(str(tid), loss or TrialLoss("focal", {"gamma": 2.0}, 0.5), mean, "COMPLETED",
+                       scores=list(scores), se=se, **kw)
+
+
+def test_the_pick_is_the_best_mean_among_the_raced_not_a_lucky_single_run():
+    lucky = _record(5, [0.95])
+    a = _record(3, [0.80, 0.84, 0.82])
+    b = _record(4, [0.70, 0.72, 0.71])
+    result = _result([_record(0, [0.5], TrialLoss("crossentropy", {"label_smoothing": 0.0}, 0.0), is_baseline=True),
+                      a, b, lucky])
+    assert result.best_trial is a and result.pick_note == ""
+
+
+def test_one_standard_error_rule_prefers_the_recipe_it_cannot_tell_apart():
+    recipe = _record(1, [0.80, 0.83, 0.80], TrialLoss("crossentropy", {"label_smoothing": 0.0}, 1.0),
+                     recipe="inverse-frequency", recipe_index=0)
+    searched = _record(7, [0.81, 0.82, 0.82])  # +0.0067 on average, paired SE 0.0088
+    result = _result([recipe, searched])
+    assert result.best_mean_trial is searched and result.best_trial is recipe
+    assert "picked the recipe 'inverse-frequency' (trial 1)" in result.pick_note
+    assert "within one standard error" in result.pick_note
+    clear = _record(8, [0.86, 0.89, 0.87])  # better on every paired repeat
+    result = _result([recipe, clear])
+    assert result.best_trial is clear and result.pick_note == ""
+
+
+def test_warnings_say_what_to_do():
+    records = [
+        _record(0, [1.0, 1.0, 1.0]), _record(1, [1.0, 1.0, 1.0], TrialLoss("focal", {"gamma": 5.0}, 0.5)),
+    ]
+    found = _result(records, validation_counts=[30.0, 2.0, 1.0]).warnings()
+    text = "\n".join(found)
+    assert "the objective saturated: 2 trials scored val_macro_f1 = 1" in text
+    assert "validation classes [1, 2] have fewer than 5 examples (counts [2, 1])" in text and "folds=k" in text
+    noisy = [_record(0, [0.70, 0.90, 0.80]), _record(1, [0.79, 0.80, 0.80], TrialLoss("focal", {"gamma": 5.0}, 0.5))]
+    text = "\n".join(_result(noisy).warnings())
+    assert "less than the spread of their repeats" in text
+    edge = _result([_record(1, [0.8, 0.82, 0.81], TrialLoss("focal", {"gamma": 5.0}, 0.5))]).warnings()
+    assert any("focal/gamma = 5 lies at the top of its search range [0, 5]" in w for w in edge)
+    assert _result([_record(1, [0.8, 0.82, 0.81])], validation_counts=[30.0, 30.0, 30.0]).warnings() == []
+
+
+# --- folds, end to end ---------------------------------------------------------------------------------------
+def test_a_search_with_folds_scores_each_trial_over_every_fold(tmp_path):
+    x, y = tiny_multiclass(n=90)
+    out = io.StringIO()
+    result = losstune.search(mlp(3, inputs=8), x, y, folds=3, space=LossSpace.from_dict(SPACE), tuner="random",
+                             max_trials=3, epochs=2, race=0, directory=str(tmp_path), stream=out)
+    assert [len(t.scores) for t in result.trials] == [3, 3, 3]
+    assert [t.recipe for t in result.trials] == [None, "inverse-frequency", "logit_adjusted(tau=1)"]
+    for t in result.trials:
+        assert t.score == pytest.approx(np.mean(t.scores))
+    assert "± " in out.getvalue() and "(3 repeats)" in out.getvalue()
+    config = result.best_config
+    assert config["score_repeats"] == result.best_trial.scores and config["score_rule"] == "last_quarter"
+    assert losstune.load_loss(result.export(tmp_path / "best.json")) is not None
