@@ -15,7 +15,7 @@ _EXAMPLES = {
                "--trials 20 --epochs 10 --directory runs/mysearch\n"
                "data.npz holds x_train, y_train and optionally x_val, y_val (several inputs: x_train_0, x_train_1, ...);\n"
                "without x_val, y_val the search holds out 20% of the training data, or cuts --folds K."),
-    "show": "example: losstune show runs/demo",
+    "show": "example: losstune show runs/demo --plots",
     "export": "example: losstune export runs/demo -o best_loss.json",
     "spaces": "example: losstune spaces",
 }
@@ -56,6 +56,8 @@ def _parser():
         p.add_argument("--race", type=int, default=3,
                        help="the N best trials get repeats until each has 3, then the pick: the best mean, or a "
                             "simpler loss within one standard error (0: off; default: %(default)s)")
+        p.add_argument("--prune", choices=["median"], default=None,
+                       help="stop a trial whose objective falls below the median of earlier trials at the same epoch")
         p.add_argument("--confirm-seeds", type=int, default=0,
                        help="retrain best and baseline with N fresh seeds and report a 95%% CI of the gain (default: off)")
         p.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming")
@@ -72,8 +74,11 @@ def _parser():
     search.add_argument("--from-logits", action="store_true", help="the model outputs logits, not probabilities")
     search_options(search, trials=20, epochs=10, directory="runs/losstune")
 
-    show = verb("show", "Print a search's trials table with best vs baseline.")
+    show = verb("show", "Print a search's trials table, best vs baseline, the per-family summary and what mattered.")
     show.add_argument("dir", help="the search's --directory (or the project folder inside it)")
+    show.add_argument("--plots", action="store_true",
+                      help="also write PNG pictures (score against each hyperparameter per family, importance "
+                           "bars) beside the search's best_loss.json, and print their paths")
 
     export = verb("export", "Write a search's best loss as a JSON config (load it with losstune.load_loss).")
     export.add_argument("dir", help="the search's --directory (or the project folder inside it)")
@@ -133,7 +138,7 @@ def _run_search(args, builder, data, space, from_logits):
         objective=args.objective, tuner=args.tuner, max_trials=args.trials, epochs=args.epochs,
         seed=args.seed, directory=args.directory, overwrite=args.overwrite, from_logits=from_logits,
         batch_size=args.batch_size, confirm_seeds=args.confirm_seeds, verbose=1 if args.verbose else 0,
-        score=args.score, executions_per_trial=args.repeats, folds=args.folds, race=args.race,
+        score=args.score, executions_per_trial=args.repeats, folds=args.folds, race=args.race, prune=args.prune,
     )
     path = result.export()
     print()
@@ -168,7 +173,14 @@ def _demo(args):
 def _show(args):
     from losstune.result import SearchResult
 
-    print(SearchResult.from_directory(args.dir).table())
+    result = SearchResult.from_directory(args.dir)
+    print(result.table())
+    print()
+    print(result.importance().text())
+    if args.plots:
+        print()
+        for path in result.save_plots():
+            print(f"wrote {path}")
 
 
 def _export(args):

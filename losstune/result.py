@@ -10,11 +10,13 @@ import dataclasses
 import glob
 import math
 import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
-from losstune import lossfile, stats, tasks
+from losstune import importance as whatmattered
+from losstune import lossfile, plots, stats, tasks
 from losstune.files import read_json, write_json_atomic
 from losstune.lossspace import LossSpace, TrialLoss
 from losstune.tuner import failure_reason, stored_trials
@@ -82,6 +84,11 @@ class TrialRecord:
     scores: list = dataclasses.field(default_factory=list)  # one per repeat (seed, fold; racing adds more)
     se: float | None = None  # standard error of `score` (None with a single repeat)
     recipe: str | None = None  # the name of the space's recipe this trial is
+    stopped: dict | None = None  # stopped early by the median rule: {"epoch", "value", "median", ...}
+
+    @property
+    def shown_status(self):
+        return "STOPPED" if self.stopped and self.status == "COMPLETED" else self.status
 
     @property
     def simplicity(self):
@@ -143,6 +150,7 @@ class SearchResult:
         self.confirmation = context.confirmation
         self.baseline_trial = next((t for t in trials if t.is_baseline and t.status == "COMPLETED"), None)
         self.best_mean_trial, self.best_trial, self.pick_note = _pick(trials, self.objective["direction"])
+        self._cache = {}  # importance and its tables: computed once
 
     # --- reading back ------------------------------------------------------------------------------------
     @classmethod
@@ -162,7 +170,7 @@ class SearchResult:
             seen |= {"baseline"} if is_baseline else ({index} if index is not None else set())
             record = TrialRecord(stored.trial_id, loss, stored.score, stored.status, failure_reason(stored.message),
                                  is_baseline, recipe=None if index is None else space.recipes[index][0],
-                                 recipe_index=index or 0)
+                                 recipe_index=index or 0, stopped=stored.stopped)
             if stored.repeats is not None and stored.status == "COMPLETED":
                 record.scores = list(stored.repeats.scores)
                 record.score, record.se = stored.repeats.mean_se
@@ -252,7 +260,12 @@ class SearchResult:
             marks = ((" [baseline]" if t.is_baseline else "") + (f" [recipe: {t.recipe}]" if t.recipe else "")
                      + (" [best]" if t is self.best_trial else ""))
             why = f"  ({t.message})" if t.status != "COMPLETED" and t.message else ""
-            lines.append(f"{t.trial_id:>5}  {t.status:<9}  {t.describe_score():>30}  {t.describe_loss()}{marks}{why}")
+            if t.stopped:
+                why = f"  (stopped early at epoch {t.stopped['epoch'] + 1}: below the median of earlier trials)"
+            lines.append(f"{t.trial_id:>5}  {t.shown_status:<9}  {t.describe_score():>30}  "
+                         f"{t.describe_loss()}{marks}{why}")
+        lines.append("")
+        lines.append(whatmattered.summary_text(self.family_summary(), self.objective["name"]))
         lines.append("")
         lines.append(self.summary())
         return "\n".join(lines)
@@ -287,6 +300,70 @@ class SearchResult:
             rows.append(f"| trial {t.trial_id} {t.status} | {t.describe_loss()} | {t.message or '-'} |")
         notes = ([self.pick_note] if self.pick_note else []) + [f"warning: {w}" for w in self.warnings()]
         return "\n".join(rows + [""] + notes) if notes else "\n".join(rows)
+
+    # --- what mattered -------------------------------------------------------------------------------------
+    def importance(self, min_trials=whatmattered.MIN_TRIALS):
+        """How much of the score's variation each hyperparameter explains: across families (the family
+        choice and the class-weight power), then per family for its own parameters; each with the number of
+        completed trials it rests on, "not enough trials" below `min_trials`. An `importance.ImportanceReport`
+        (`print` it, index it: `report["focal"]["gamma"].share`, or `.to_dict()`); see losstune/importance.py
+        for the method."""
+        key = ("importance", min_trials)
+        if key not in self._cache:
+            self._cache[key] = whatmattered.importance(self.trials, self.space, self.objective["name"], min_trials,
+                                                       tables=self._observations())
+        return self._cache[key]
+
+    def family_summary(self):
+        """Per family of the space: completed trials, best, median, sd and worst trial mean, the best loss
+        (a list of `importance.FamilySummary`)."""
+        return whatmattered.family_summaries(self.trials, self.space, self.objective["direction"])
+
+    def _observations(self):
+        if "observations" not in self._cache:
+            self._cache["observations"] = whatmattered.observations(self.trials, self.space)
+        return self._cache["observations"]
+
+    def figures(self):
+        """{name: matplotlib Figure}: `importance` (the bars) and `scores_<scope>` (the score against each
+        hyperparameter, for `all` families and each family with completed trials)."""
+        best, base = self.best_trial, self.baseline_trial
+        return plots.figures(self._observations(), self.importance(), self.objective["name"],
+                             best.trial_id if best else None, base.trial_id if base else None)
+
+    def save_plots(self, directory=None):
+        """Write the figures as PNG files (`plot_<name>.png`) into `directory` (default: the search's
+        directory, beside `best_loss.json`); returns their paths."""
+        directory = directory or self.directory
+        os.makedirs(directory, exist_ok=True)
+        paths = []
+        for name, fig in self.figures().items():
+            path = os.path.join(directory, f"plot_{name}.png")
+            tmp = path + ".tmp"
+            with open(tmp, "wb") as fh:
+                fh.write(plots.to_png(fig))
+            os.replace(tmp, path)
+            paths.append(path)
+        return paths
+
+    def summary_texts(self):
+        """The TensorBoard summary run's markdown tables besides best vs baseline: per family, importance."""
+        texts = {"per_family": whatmattered.summary_markdown(self.family_summary(), self.objective["name"])}
+        try:
+            texts["importance"] = self.importance().to_markdown()
+        except Exception as err:  # noqa: BLE001 -- never lose a finished search's report to it
+            warnings.warn(f"losstune: importance could not be computed ({type(err).__name__}: {err}).", stacklevel=2)
+        return texts
+
+    def summary_images(self):
+        """The figures as RGB arrays for the TensorBoard summary run ({tag: uint8 H x W x 3}). A drawing
+        error costs the pictures, with a warning, never the search's result."""
+        try:
+            return {name: plots.to_array(fig) for name, fig in self.figures().items()}
+        except Exception as err:  # noqa: BLE001
+            warnings.warn(f"losstune: the summary pictures could not be drawn ({type(err).__name__}: {err}); "
+                          f"`losstune show DIR --plots` draws them again.", stacklevel=2)
+            return {}
 
     def __repr__(self):
         return f"SearchResult({self.directory!r}, trials={len(self.trials)}, best={self.best_score}, baseline={self.baseline_score})"

@@ -21,6 +21,7 @@ from losstune import tuner as tuner_module
 from losstune.hypermodel import LossHyperModel
 from losstune.lossspace import LossSpace
 from losstune.result import SearchContext, SearchResult
+from losstune.pruning import PRUNERS
 from losstune.stats import SCORE_RULES, curve_score, paired_difference
 
 
@@ -164,6 +165,7 @@ def search(
     score="last_quarter",
     folds=None,
     race=3,
+    prune=None,
 ):
     """Search the loss for `build_model` on (x, y) and return a `SearchResult`.
 
@@ -198,6 +200,9 @@ def search(
         race: after the search, the `race` best trials by mean, and the best of the baseline and the recipes,
             get extra repeats until each has at least 3 (paired: repeat k of every trial shares its seed and
             fold); the pick is the best mean, or a simpler candidate within one standard error of it. 0: off.
+        prune: None, or "median": stop a training whose objective at an epoch is worse than the median of the
+            completed trials at that epoch (after 4 completed trials and a quarter of the epochs); the baseline
+            is never stopped; a stopped trial keeps the score of the epochs it trained.
     """
     # 1. check: every argument and the data, before anything trains
     stream = stream or sys.stdout
@@ -209,11 +214,15 @@ def search(
     race = _positive_int("race", race, minimum=0)
     if folds is not None:
         folds = _positive_int("folds", folds, minimum=2)
+    if prune is not None and prune not in PRUNERS:
+        raise ValueError(f"`prune` must be None or one of {list(PRUNERS)}, got {prune!r}.")
     if score not in SCORE_RULES:
         raise ValueError(f"`score` must be one of {list(SCORE_RULES)}, got {score!r}.")
     if confirm_seeds != 0:
         confirm_seeds = _positive_int("confirm_seeds", confirm_seeds, minimum=2)
     tuner_cls = tuner_module.tuner_class(tuner)
+    if prune and issubclass(tuner_cls, keras_tuner.Hyperband):
+        raise ValueError("`prune`: Hyperband already stops trials early (its brackets); pass prune=None with it.")
     space = LossSpace.coerce(space)
     data = _check_data(x, y, validation_data, batch_size, seed, folds)
 
@@ -229,7 +238,7 @@ def search(
     log = tuner_module.TrialLog(
         logdir=os.path.join(project_dir, plan.context.logdir), space=space, from_logits=bool(from_logits),
         num_outputs=plan.num_outputs, class_counts=plan.context.class_counts, objective=plan.objective,
-        max_trials=None if hyperband else max_trials, stream=stream, score_rule=score,
+        max_trials=None if hyperband else max_trials, stream=stream, score_rule=score, prune=prune, epochs=epochs,
     )
     budget = {"max_epochs": epochs} if hyperband else {"max_trials": max_trials}
     worker = tuner_module.is_worker()
@@ -266,7 +275,8 @@ def search(
         result = SearchResult.from_directory(project_dir)
 
     # 5. report: the TensorBoard summary and the best loss's config file
-    tb.write_summary(log.logdir, result.to_markdown(), result.best_score, result.baseline_score)
+    tb.write_summary(log.logdir, result.to_markdown(), result.best_score, result.baseline_score,
+                     texts=result.summary_texts(), images=result.summary_images())
     result.export()
     return result
 

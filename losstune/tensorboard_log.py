@@ -7,7 +7,7 @@ Layout under the log directory:
     <logdir>/<trial_id>/            a picture of the trial's loss
     <logdir>/<trial_id>/execution<k>/{train,validation}   Keras's epoch scalars
     <logdir>/<trial_id>/execution<k>/                     HParams session (group = trial id), trial_score
-    <logdir>/summary/               best vs baseline
+    <logdir>/summary/               best vs baseline, per-family summary, importance (tables and pictures)
 
 KerasTuner's own hook skips inactive conditional hyperparameters, and the HParams dashboard hides or
 splits sessions whose hparam sets differ, so every session here carries every hyperparameter; an inactive
@@ -120,7 +120,7 @@ def session_callback(execution_dir, hparams, group):
     return _SessionStart()
 
 
-def end_trial(trial_dir, score, failed, message=""):
+def end_trial(trial_dir, score, failed, message="", note=""):
     """After a trial: close each execution's session with its status; record the trial's score."""
     tf = _tf()
     from tensorboard.plugins.hparams import api_pb2
@@ -140,6 +140,8 @@ def end_trial(trial_dir, score, failed, message=""):
                 tf.summary.text("failure", message or "trial failed", step=0)
             elif score is not None and np.isfinite(score):
                 tf.summary.scalar(TRIAL_SCORE, float(score), step=0)
+            if note:
+                tf.summary.text("stopped_early", note, step=0)
 
 
 def update_trial_score(trial_dir, score, step):
@@ -189,8 +191,9 @@ def write_trial_loss(trial_dir, loss, task, num_outputs, from_logits, descriptio
             tf.summary.scalar(f"class_weights/class_{c}", float(weight), step=0)
 
 
-def write_summary(logdir, rows_markdown, best_score, baseline_score):
-    """The `summary` run: best vs baseline as scalars and as a table."""
+def write_summary(logdir, rows_markdown, best_score, baseline_score, texts=None, images=None):
+    """The `summary` run: best vs baseline as scalars and as a table; more markdown tables (`texts`, {tag:
+    markdown}: the per-family summary, importance) and pictures (`images`, {tag: uint8 H x W x 3})."""
     tf = _tf()
     with tf.summary.create_file_writer(os.path.join(logdir, "summary")).as_default():
         if best_score is not None:
@@ -198,3 +201,7 @@ def write_summary(logdir, rows_markdown, best_score, baseline_score):
         if baseline_score is not None:
             tf.summary.scalar("baseline_score", float(baseline_score), step=0)
         tf.summary.text("best_vs_baseline", rows_markdown, step=0)
+        for tag, markdown in (texts or {}).items():
+            tf.summary.text(tag, markdown, step=0)
+        for tag, image in (images or {}).items():
+            tf.summary.image(tag, np.asarray(image, np.uint8)[None], step=0)

@@ -26,6 +26,7 @@ from keras_tuner.src.distribute import utils as dist_utils  # KerasTuner private
 from losstune import tensorboard_log as tb
 from losstune.files import read_json, write_json_atomic, write_text_atomic
 from losstune.lossspace import LossSpace
+from losstune.pruning import MedianPruner, read_stopped
 from losstune.stats import curve_score, mean_se
 
 TUNERS = {
@@ -77,6 +78,8 @@ class TrialLog:
     max_trials: int | None
     stream: TextIO
     score_rule: str = "best"
+    prune: str | None = None  # "median": stop hopeless trials early (pruning.py)
+    epochs: int = 1
 
 
 def make_tuner(tuner_cls, log: TrialLog, **kwargs):
@@ -138,6 +141,11 @@ class LosstuneTunerMixin:
                                 f"Loss of {trial_loss.describe()} as a function of the {task.picture_axis}.")
         callbacks.append(keras.callbacks.TensorBoard(execution_dir, write_graph=False, profile_batch=0))
         callbacks.append(tb.session_callback(execution_dir, hparams, group=trial.trial_id))
+        if log.prune == "median":
+            # the baseline: every hyperparameter (the model's own too) at its default
+            is_baseline = active_values(trial.hyperparameters) == active_values(self.oracle.get_space())
+            callbacks.append(MedianPruner(self.project_dir, trial.trial_id, execution, self.oracle.objective,
+                                          log.epochs, exempt=is_baseline))
 
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
@@ -152,7 +160,10 @@ class LosstuneTunerMixin:
             # The whole traceback stays where the user can read it; the terminal gets one line.
             traceback_file = os.path.join(self.project_dir, f"trial_{trial.trial_id}", TRACEBACK_FILE)
             write_text_atomic(traceback_file, final.message)
-        tb.end_trial(os.path.join(log.logdir, trial.trial_id), final.score, failed, message)
+        stopped = read_stopped(self.get_trial_dir(trial.trial_id))
+        note = (f"stopped early at epoch {stopped['epoch'] + 1}: {stopped['value']:.4f} worse than the median "
+                f"{stopped['median']:.4f} of earlier trials" if stopped else "")
+        tb.end_trial(os.path.join(log.logdir, trial.trial_id), final.score, failed, message, note)
         self._status_line(final, message, traceback_file)
         self._stop_on_repeated_failure()
 
@@ -172,6 +183,10 @@ class LosstuneTunerMixin:
             if repeats is not None and len(repeats.scores) > 1:
                 mean, se = repeats.mean_se
                 outcome += f" ± {se:.4f} ({len(repeats.scores)} repeats)"
+            stopped = read_stopped(self.get_trial_dir(trial.trial_id))
+            if stopped:
+                outcome += (f"  STOPPED EARLY at epoch {stopped['epoch'] + 1}: {stopped['value']:.4f} worse than "
+                            f"the median {stopped['median']:.4f}")
         else:
             outcome = f"{trial.status}: {message or 'no score'}"
             if traceback_file:
@@ -348,6 +363,7 @@ class StoredTrial:
     score: float | None
     message: str
     repeats: Repeats | None = None  # losstune's per-repeat scores, when the search wrote them
+    stopped: dict | None = None  # where the median rule stopped it (pruning.read_stopped)
 
 
 def stored_trials(project_dir):
@@ -368,6 +384,7 @@ def stored_trials(project_dir):
             trial_id=state["trial_id"], values=state.get("hyperparameters", {}).get("values", {}),
             status=state.get("status", "UNKNOWN"), score=None if score is None else float(score),
             message=state.get("message") or "", repeats=Repeats.load(os.path.join(project_dir, name)),
+            stopped=read_stopped(os.path.join(project_dir, name)),
         ))
     return trials
 
