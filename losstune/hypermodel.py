@@ -114,18 +114,24 @@ class LossHyperModel(keras_tuner.HyperModel):
         return history
 
     # --- helpers -------------------------------------------------------------------------------------
+    def execution_data(self, x, y, validation_data):
+        """(x, y, validation_data) of the current execution: as given, or with `folds` its fold of (x, y)."""
+        if not self.folds:
+            return x, y, validation_data
+        if x is None or y is None or inputs.is_dataset(x):
+            raise ValueError("`folds` needs x and y as arrays (not a tf.data.Dataset) to cut its folds from.")
+        if validation_data is not None:
+            raise ValueError("`folds` cuts the validation data from (x, y); pass no `validation_data`.")
+        train, val = inputs.fold_indices(len(y), self.folds, self.seed, self.task.strata(y))[self.execution % self.folds]
+        return inputs.take(x, train), inputs.take(y, train), (inputs.take(x, val), inputs.take(y, val))
+
     def _fold(self, args, kwargs):
-        """Training and validation data of this execution's fold, cut from the (x, y) given to `fit`."""
+        """`fit`'s arguments with this execution's fold cut from the (x, y) given to it."""
         args, kwargs = list(args), dict(kwargs)
         x = args.pop(0) if args else kwargs.pop("x", None)
         y = args.pop(0) if args else kwargs.pop("y", None)
-        if x is None or y is None or inputs.is_dataset(x):
-            raise ValueError("`folds` needs x and y as arrays (not a tf.data.Dataset) to cut its folds from.")
-        if kwargs.get("validation_data") is not None:
-            raise ValueError("`folds` cuts the validation data from (x, y); pass no `validation_data`.")
-        train, val = inputs.fold_indices(len(y), self.folds, self.seed, self.task.strata(y))[self.execution % self.folds]
-        kwargs.update(x=inputs.take(x, train), y=inputs.take(y, train),
-                      validation_data=(inputs.take(x, val), inputs.take(y, val)))
+        x, y, validation = self.execution_data(x, y, kwargs.pop("validation_data", None))
+        kwargs.update(x=x, y=y, validation_data=validation)
         return args, kwargs
 
     def user_model(self, hp):

@@ -350,16 +350,16 @@ class SearchResult:
         """The TensorBoard summary run's markdown tables besides best vs baseline: per family, importance."""
         texts = {"per_family": whatmattered.summary_markdown(self.family_summary(), self.objective["name"])}
         try:
-            texts["importance"] = self.importance().to_markdown()
+            texts["importance_table"] = self.importance().to_markdown()
         except Exception as err:  # noqa: BLE001 -- never lose a finished search's report to it
             warnings.warn(f"losstune: importance could not be computed ({type(err).__name__}: {err}).", stacklevel=2)
         return texts
 
     def summary_images(self):
-        """The figures as RGB arrays for the TensorBoard summary run ({tag: uint8 H x W x 3}). A drawing
+        """The figures as RGB arrays for the TensorBoard summary run ({`plots/<name>`: uint8 H x W x 3}). A drawing
         error costs the pictures, with a warning, never the search's result."""
         try:
-            return {name: plots.to_array(fig) for name, fig in self.figures().items()}
+            return {f"plots/{name}": plots.to_array(fig) for name, fig in self.figures().items()}
         except Exception as err:  # noqa: BLE001
             warnings.warn(f"losstune: the summary pictures could not be drawn ({type(err).__name__}: {err}); "
                           f"`losstune show DIR --plots` draws them again.", stacklevel=2)

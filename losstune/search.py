@@ -21,6 +21,7 @@ from losstune import tuner as tuner_module
 from losstune.hypermodel import LossHyperModel
 from losstune.lossspace import LossSpace
 from losstune.result import SearchContext, SearchResult
+from losstune.population import vectorizable
 from losstune.pruning import PRUNERS
 from losstune.stats import SCORE_RULES, curve_score, paired_difference
 
@@ -103,6 +104,18 @@ def _probe_model(hypermodel, features):
     return outputs[0], getattr(last, "__name__", None)
 
 
+def _population_size(size, hypermodel, stream):
+    """`size`, or 1 with one line saying why when the baseline's model cannot be trained as a population."""
+    if size == 1:
+        return 1
+    hp = keras_tuner.HyperParameters()
+    reason = vectorizable(hypermodel.build(hp))
+    if reason:
+        print(f"population: training trials one by one: {reason}", file=stream, flush=True)
+        return 1
+    return size
+
+
 @dataclass
 class _Plan:
     hypermodel: LossHyperModel
@@ -166,6 +179,7 @@ def search(
     folds=None,
     race=3,
     prune=None,
+    population=1,
 ):
     """Search the loss for `build_model` on (x, y) and return a `SearchResult`.
 
@@ -203,6 +217,11 @@ def search(
         prune: None, or "median": stop a training whose objective at an epoch is worse than the median of the
             completed trials at that epoch (after 4 completed trials and a quarter of the epochs); the baseline
             is never stopped; a stopped trial keeps the score of the epochs it trained.
+        population: K > 1 trains K trials at once: the model mapped over K stacked copies of its weights
+            (population.py), each member an ordinary trial with the same initial weights, data order and
+            result as when trained alone. Needs arrays (not a tf.data.Dataset) and equal epochs for every
+            trial (not Hyperband); a model or optimizer that cannot be vectorized trains serially, with one
+            line saying why.
     """
     # 1. check: every argument and the data, before anything trains
     stream = stream or sys.stdout
@@ -214,6 +233,7 @@ def search(
     race = _positive_int("race", race, minimum=0)
     if folds is not None:
         folds = _positive_int("folds", folds, minimum=2)
+    population = _positive_int("population", population)
     if prune is not None and prune not in PRUNERS:
         raise ValueError(f"`prune` must be None or one of {list(PRUNERS)}, got {prune!r}.")
     if score not in SCORE_RULES:
@@ -223,6 +243,12 @@ def search(
     tuner_cls = tuner_module.tuner_class(tuner)
     if prune and issubclass(tuner_cls, keras_tuner.Hyperband):
         raise ValueError("`prune`: Hyperband already stops trials early (its brackets); pass prune=None with it.")
+    if population > 1 and issubclass(tuner_cls, keras_tuner.Hyperband):
+        raise ValueError("`population`: Hyperband gives its trials different epoch budgets, and a population "
+                         "trains its members for the same epochs; pass population=1 with Hyperband.")
+    if population > 1 and inputs.is_dataset(x):
+        raise ValueError("`population` needs x and y as arrays: a population draws its members' batches "
+                         "itself; pass population=1 for a tf.data.Dataset.")
     space = LossSpace.coerce(space)
     data = _check_data(x, y, validation_data, batch_size, seed, folds)
 
@@ -253,8 +279,13 @@ def search(
         if not worker:
             plan.context.save(project_dir)
             tb.write_hparams_config(log.logdir, tuner_obj.oracle.get_space().space, plan.objective.name)
-        tuner_obj.search(**data.fit, validation_data=data.validation, epochs=epochs,
-                         callbacks=list(callbacks or []), verbose=verbose, shuffle=True)
+        population = _population_size(population, plan.hypermodel, stream)
+        if population > 1:
+            tuner_obj.search_population(population, **data.fit, validation_data=data.validation, epochs=epochs,
+                                        callbacks=list(callbacks or []), verbose=verbose)
+        else:
+            tuner_obj.search(**data.fit, validation_data=data.validation, epochs=epochs,
+                             callbacks=list(callbacks or []), verbose=verbose, shuffle=True)
     result = SearchResult.from_directory(project_dir)
     if worker:
         return result

@@ -19,10 +19,13 @@ from typing import TextIO
 
 import keras
 import keras_tuner
+import numpy as np
 from keras_tuner.src import config as kt_config  # KerasTuner private (1.4.x): the traceback-printing flag
 from keras_tuner.src import utils as kt_utils  # KerasTuner private (1.4.x): its JSON state writer
 from keras_tuner.src.distribute import utils as dist_utils  # KerasTuner private (1.4.x): distributed roles
+from keras_tuner.src.engine import tuner_utils  # KerasTuner private (1.4.x): SaveBestEpoch
 
+from losstune import population
 from losstune import tensorboard_log as tb
 from losstune.files import read_json, write_json_atomic, write_text_atomic
 from losstune.lossspace import LossSpace
@@ -147,6 +150,90 @@ class LosstuneTunerMixin:
             callbacks.append(MedianPruner(self.project_dir, trial.trial_id, execution, self.oracle.objective,
                                           log.epochs, exempt=is_baseline))
 
+    # --- population search ----------------------------------------------------------------------------
+    def search_population(self, size, *, x, y, validation_data, epochs, batch_size, callbacks=(), verbose=0):
+        """KerasTuner's search loop (as `BaseTuner.search`, keras-tuner 1.4.x) taking up to `size` trials from
+        the oracle at a time and training each execution of them together (population.py).
+
+        Every member is still a KerasTuner trial: built by the HyperModel with its seed, logged to TensorBoard,
+        checkpointed at its best epoch, scored by the search's rule, reported to the oracle and ended through
+        `on_trial_end`. Members whose models differ (a `build_model` with its own hyperparameters) train in
+        separate populations; a round that cannot be vectorized falls back to serial trials with one line.
+        """
+        if dist_utils.is_chief_oracle():  # the chief serves the oracle and trains nothing
+            return self.search(x=x, y=y, validation_data=validation_data, epochs=epochs, batch_size=batch_size,
+                               callbacks=list(callbacks), verbose=verbose, shuffle=True)
+        if serves_oracle():
+            self.oracle.verbose = verbose  # as `search` does: KerasTuner's own per-trial display
+        self.on_search_begin()
+        while True:
+            trials = self._take_trials(size)
+            if not trials:
+                break
+            fit = dict(x=x, y=y, validation_data=validation_data, epochs=epochs, batch_size=batch_size)
+            self._train_together(trials, fit, list(callbacks), verbose)
+        self.on_search_end()
+
+    def _take_trials(self, size):
+        """Up to `size` new trials; each member asks under its own id, so the oracle serves them all at once
+        (and, after an interruption, gives each id its unfinished trial again)."""
+        trials = []
+        for k in range(size):
+            self.pre_create_trial()
+            trial = self.oracle.create_trial(f"{self.tuner_id}-member{k}")
+            if trial.status != keras_tuner.engine.trial.TrialStatus.RUNNING:
+                break  # STOPPED: the budget is spent; IDLE: the oracle waits for running trials
+            trials.append(trial)
+        return trials
+
+    def _train_together(self, trials, fit, callbacks, verbose):
+        objective, log = self.oracle.objective, self.losstune_log
+        scores = {t.trial_id: [] for t in trials}
+        failures = {}
+        for execution in range(self.executions_per_trial):
+            alive = [t for t in trials if t.trial_id not in failures]
+            members = {}
+            for t in alive:
+                copied = self._deepcopy_callbacks(callbacks)  # KerasTuner private (1.4.x), as in run_trial
+                self._configure_tensorboard_dir(copied, t, execution)  # sets hypermodel.execution
+                # KerasTuner private (1.4.x): its best-epoch checkpoint and the trial's checkpoint path
+                copied.append(tuner_utils.SaveBestEpoch(objective=objective,
+                                                        filepath=self._get_checkpoint_fname(t.trial_id)))
+                model = self.hypermodel.build(t.hyperparameters)
+                members[t.trial_id] = population.Member(model, copied, name=f"trial {t.trial_id}")
+            x, y, validation = self.hypermodel.execution_data(fit["x"], fit["y"], fit["validation_data"])
+            for group in _same_architecture(list(members.values())):
+                reason = population.vectorizable(group[0].model)
+                if reason is None:
+                    try:
+                        population.train_population(group, x, y, validation_data=validation, epochs=fit["epochs"],
+                                                    batch_size=fit["batch_size"], shuffle=True,
+                                                    seed=self.hypermodel.seed + execution,
+                                                    verbose=1 if verbose else 0)
+                    except Exception as err:  # noqa: BLE001  (any engine failure: train these alone)
+                        reason = f"the population failed ({tuner_failure_line(err)})"
+                if reason is not None:
+                    print(f"population: training {len(group)} trial(s) one by one: {reason}", file=log.stream,
+                          flush=True)
+                    for member in group:
+                        _fit_alone(self.hypermodel, member, fit, verbose)
+            for trial_id, member in members.items():
+                if member.failure:
+                    failures[trial_id] = member.failure
+                else:
+                    curve = member.history.get(objective.name, [])
+                    scores[trial_id].append(curve_score(curve, log.score_rule, objective.direction))
+        self.hypermodel.execution = 0
+        for t in trials:
+            if t.trial_id in failures:
+                t.status, t.message = keras_tuner.engine.trial.TrialStatus.FAILED, failures[t.trial_id]
+            else:
+                Repeats(scores[t.trial_id], log.score_rule).save(self.get_trial_dir(t.trial_id))
+                mean = float(np.mean(scores[t.trial_id]))
+                self.oracle.update_trial(t.trial_id, {objective.name: mean}, step=0)
+                t.status = keras_tuner.engine.trial.TrialStatus.COMPLETED
+            self.on_trial_end(t)
+
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
         log = self.losstune_log
@@ -211,6 +298,30 @@ class LosstuneTunerMixin:
                 f"the first {len(ended)} trials all failed with the same error, so the search stopped: "
                 f"{reasons.pop()} (traceback: {where})"
             )
+
+
+def _same_architecture(members):
+    """Members grouped by architecture (layer types and weight shapes): only equal ones share a population."""
+    groups = {}
+    for member in members:
+        model = member.model
+        key = (tuple(type(layer).__name__ for layer in model.layers), tuple(tuple(v.shape) for v in model.weights))
+        groups.setdefault(key, []).append(member)
+    return list(groups.values())
+
+
+def _fit_alone(hypermodel, member, fit, verbose):
+    """A member trained as its serial trial would be (the HyperModel's `fit`), the outcome kept on the Member."""
+    try:
+        history = hypermodel.fit(None, member.model, **fit, callbacks=member.callbacks, verbose=verbose,
+                                 shuffle=True)
+        member.history = dict(history.history)
+    except keras_tuner.errors.FailedTrialError as err:
+        member.failure = str(err)
+
+
+def tuner_failure_line(err):
+    return failure_reason(f"{type(err).__name__}: {err}")
 
 
 class RepeatedFailure(RuntimeError):

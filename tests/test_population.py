@@ -1,0 +1,328 @@
+"""Population training (losstune.population): members trained as one vectorized computation end as the same
+trials trained alone with `model.fit`.
+
+Exactness is tested with weights after two epochs within ATOL = 1e-5 (absolute; the weights are O(0.1-1)) and
+every logged value (loss, macro-F1, val_loss, val_macro-F1) within a relative 1e-5. The two sides differ only
+in float rounding: a batched matmul may round differently from a single one.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from sklearn.datasets import load_digits
+
+from losstune import families, objectives
+from losstune.population import Member, epoch_batches, train_population, vectorizable
+
+SEED = 3
+ATOL = 1e-5
+RTOL = 1e-5
+_digits = load_digits()
+X = (_digits.data / 16.0).astype("float32")
+Y = _digits.target
+XT, YT, XV, YV = X[:200], Y[:200], X[200:260], Y[200:260]  # 7 batches of 32, the last one partial
+COUNTS = np.bincount(YT, minlength=10).astype("float64")
+INVERSE = list(COUNTS.mean() / COUNTS)
+
+# (family, params, class-weight power). Pairs that differ only in a number form one group each: focal's
+# gamma and the class weights are mapped over the pair; cross-entropy branches in Python on its label
+# smoothing, so that pair is computed member by member inside the same step.
+MLP_MEMBERS = [
+    ("focal", {"gamma": 2.0}, None),
+    ("focal", {"gamma": 0.5}, None),
+    ("crossentropy", {}, 1.0),
+    ("crossentropy", {}, 0.5),
+    ("crossentropy", {"label_smoothing": 0.1}, None),
+    ("crossentropy", {"label_smoothing": 0.2}, None),
+]
+CONV_MEMBERS = [("crossentropy", {}, None), ("focal", {"gamma": 2.0}, None), ("crossentropy", {}, 1.0)]
+
+
+def mlp():
+    return keras.Sequential([keras.Input((64,)), keras.layers.Dense(16, activation="relu"),
+                             keras.layers.Dense(10, activation="softmax")])
+
+
+def conv():
+    return keras.Sequential([
+        keras.Input((64,)), keras.layers.Reshape((8, 8, 1)),
+        keras.layers.Conv2D(4, 3, activation="relu"), keras.layers.BatchNormalization(),
+        keras.layers.Conv2D(6, 3, strides=2, activation="relu"), keras.layers.Flatten(),
+        keras.layers.Dropout(0.3), keras.layers.Dense(10, activation="softmax"),
+    ])
+
+
+def make_loss(spec):
+    family, params, power = spec
+    weights = None if power is None else [w ** power for w in INVERSE]
+    return families.get(family).build(params, task="multiclass", class_counts=COUNTS, class_weights=weights)
+
+
+def compiled(builder, loss, optimizer="adam"):
+    """A member's model as a solo trial builds it: seed, build, compile (fresh optimizer and metrics)."""
+    keras.utils.set_random_seed(SEED)
+    model = builder()
+    model.compile(optimizer=keras.optimizers.get(optimizer), loss=loss, metrics=[objectives.MacroF1()])
+    return model
+
+
+def solo(builder, loss, epochs=2):
+    """The solo trial: losstune's LossHyperModel seeds again right before fit."""
+    model = compiled(builder, loss)
+    keras.utils.set_random_seed(SEED)
+    history = model.fit(XT, YT, batch_size=32, epochs=epochs, shuffle=True, validation_data=(XV, YV), verbose=0)
+    return model, history.history
+
+
+def assert_same_trial(member, model, history, epochs=None):
+    assert len(model.variables) == len(member.model.variables)
+    for v, w in zip(model.variables, member.model.variables):
+        np.testing.assert_allclose(np.asarray(w), np.asarray(v), rtol=0, atol=ATOL, err_msg=v.path)
+    assert sorted(member.history) == sorted(history)
+    for name, values in history.items():
+        values = values[:epochs] if epochs else values
+        np.testing.assert_allclose(member.history[name], values, rtol=RTOL, atol=1e-7, err_msg=name)
+
+
+# --------------------------------------------------------------------------------------------------------
+def test_epoch_batches_are_the_order_fit_uses():
+    seen = []
+
+    class Recorder(keras.Model):
+        def train_step(self, data):
+            seen.append(np.asarray(data[0])[:, 0].astype("int64"))
+            return {"n": 0.0}
+
+    inputs = keras.Input((1,))
+    model = Recorder(inputs, keras.layers.Dense(1)(inputs))
+    model.compile(optimizer="sgd", loss="mse", run_eagerly=True)
+    keras.utils.set_random_seed(SEED)
+    model.fit(np.arange(70, dtype="float32")[:, None], np.zeros(70), batch_size=16, epochs=2, verbose=0)
+    order = epoch_batches(70, 16, seed=SEED, epochs=2)
+    assert [len(b) for b in order[0]] == [16, 16, 16, 16, 6]
+    assert np.array_equal(np.concatenate(seen), np.concatenate([b for epoch in order for b in epoch]))
+    assert [len(b) for b in epoch_batches(5, 2, seed=0, epochs=1, shuffle=False)[0]] == [2, 2, 1]
+
+
+@pytest.fixture(scope="module")
+def mlp_population():
+    """The MLP members trained together; member 1 also stops itself after its first epoch."""
+    records = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            records.append((epoch, dict(logs), [w.copy() for w in self.model.get_weights()]))
+
+    class StopAfterFirst(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.stop_training = True
+
+    members = [Member(compiled(mlp, make_loss(spec)), name=str(spec)) for spec in MLP_MEMBERS]
+    members[0].callbacks.append(Record())
+    stopped = Member(compiled(mlp, make_loss(MLP_MEMBERS[0])), callbacks=[StopAfterFirst()], name="stops")
+    train_population(members + [stopped], XT, YT, validation_data=(XV, YV), epochs=2, batch_size=32,
+                     seed=SEED)
+    return members, stopped, records
+
+
+def test_mlp_members_match_solo_fits(mlp_population):
+    members, stopped, records = mlp_population
+    for spec, member in zip(MLP_MEMBERS, members):
+        model, history = solo(mlp, make_loss(spec))
+        assert member.failure is None and member.stopped_epoch is None
+        assert_same_trial(member, model, history)
+        if spec == MLP_MEMBERS[0]:  # the member that stopped itself kept its first epoch
+            assert stopped.stopped_epoch == 0 and len(stopped.history["loss"]) == 1
+            for name, values in history.items():
+                assert stopped.history[name][0] == pytest.approx(values[0], rel=RTOL)
+    # Callbacks saw the member's own logs, and its current weights at each epoch end.
+    assert [r[0] for r in records] == [0, 1]
+    for epoch, logs, weights in records:
+        assert logs == {name: values[epoch] for name, values in members[0].history.items()}
+    for a, b in zip(records[-1][2], members[0].model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert not all(np.array_equal(a, b) for a, b in zip(records[0][2], records[1][2]))
+    # As after fit: each member's optimizer holds its own state, its metrics the last validation state.
+    model, _ = solo(mlp, make_loss(MLP_MEMBERS[2]))
+    assert int(members[2].model.optimizer.iterations.numpy()) == 14
+    for v, w in zip(model.optimizer.variables, members[2].model.optimizer.variables):
+        np.testing.assert_allclose(np.asarray(w), np.asarray(v), rtol=0, atol=ATOL)
+    expected = {k: float(v) for k, v in model.get_metrics_result().items()}
+    got = {k: float(v) for k, v in members[2].model.get_metrics_result().items()}
+    assert got == pytest.approx(expected, rel=RTOL)
+
+
+def test_conv_batchnorm_dropout_members_match_solo_fits():
+    members = [Member(compiled(conv, make_loss(spec))) for spec in CONV_MEMBERS]
+    train_population(members, XT, YT, validation_data=(XV, YV), epochs=2, batch_size=32, seed=SEED)
+    for spec, member in zip(CONV_MEMBERS, members):
+        model, history = solo(conv, make_loss(spec))
+        # model.variables include BatchNormalization's moving statistics and Dropout's seed state
+        assert_same_trial(member, model, history)
+
+
+class Confident(keras.losses.Loss):
+    """Cross-entropy that turns NaN once the model predicts any class with probability above `limit`."""
+
+    def __init__(self, limit=0.5, name="confident"):
+        super().__init__(name=name)
+        self.limit = limit
+
+    def call(self, y_true, y_pred):
+        ce = keras.losses.sparse_categorical_crossentropy(y_true, y_pred)
+        return ce + keras.ops.where(keras.ops.max(y_pred) > self.limit, float("nan"), 0.0)
+
+    def get_config(self):
+        return {"limit": self.limit, "name": self.name}
+
+
+def test_a_non_finite_member_fails_alone():
+    from losstune.hypermodel import NonFiniteLossGuard
+
+    healthy = [("crossentropy", {}, None), MLP_MEMBERS[0]]
+
+    def sgd(loss):
+        return compiled(mlp, loss, optimizer={"class_name": "SGD", "config": {"learning_rate": 0.5}})
+
+    members = [Member(sgd(make_loss(healthy[0]))), Member(sgd(Confident())), Member(sgd(make_loss(healthy[1])))]
+    train_population(members, XT, YT, validation_data=(XV, YV), epochs=2, batch_size=32, seed=SEED)
+    # The solo trial of the failing loss stops at the same batch, with the same message.
+    model, guard = sgd(Confident()), NonFiniteLossGuard()
+    keras.utils.set_random_seed(SEED)
+    model.fit(XT, YT, batch_size=32, epochs=2, validation_data=(XV, YV), callbacks=[guard], verbose=0)
+    assert guard.failure and members[1].failure == guard.failure, (members[1].failure, guard.failure)
+    assert members[1].stopped_epoch == int(guard.failure.rsplit(" ", 1)[1])
+    assert all(np.all(np.isfinite(w)) for w in members[1].model.get_weights())  # its last finite weights
+    for spec, member in zip(healthy, (members[0], members[2])):
+        solo_model = sgd(make_loss(spec))
+        keras.utils.set_random_seed(SEED)
+        history = solo_model.fit(XT, YT, batch_size=32, epochs=2, validation_data=(XV, YV), verbose=0).history
+        assert member.failure is None
+        assert_same_trial(member, solo_model, history)
+
+
+# --------------------------------------------------------------------------------------------------------
+class CustomStep(keras.Model):
+    def train_step(self, data):
+        return super().train_step(data)
+
+
+class RawCounter(keras.layers.Layer):
+    """Keeps TensorFlow state of its own, outside Keras's variables: it cannot be mapped over members."""
+
+    def build(self, input_shape):
+        self.count = tf.Variable(0.0, trainable=False)
+
+    def call(self, x):
+        return x + self.count.assign_add(1.0)
+
+
+def test_vectorizable_says_why_members_cannot_share_a_computation():
+    model = compiled(mlp, "sparse_categorical_crossentropy")
+    assert vectorizable(model) is None
+    inputs = keras.Input((4,))
+    custom = CustomStep(inputs, keras.layers.Dense(2)(inputs))
+    custom.compile(optimizer="adam", loss="mse")
+    assert "overrides `train_step`" in vectorizable(custom)
+    assert "global_clipnorm" in vectorizable(model, keras.optimizers.Adam(global_clipnorm=1.0))
+    assert "clipnorm" in vectorizable(model, keras.optimizers.SGD(clipnorm=1.0))
+    assert vectorizable(model, keras.optimizers.SGD(clipvalue=1.0)) is None
+    assert "Adafactor" in vectorizable(model, keras.optimizers.Adafactor())
+    stateful = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), RawCounter(), keras.layers.Dense(2)])
+    stateful.compile(optimizer="adam", loss="mse")
+    reason = vectorizable(stateful)
+    assert reason and reason.startswith("a layer does not vectorize"), reason
+    two = keras.Input((4,))
+    outputs = keras.Model(two, [keras.layers.Dense(1)(two), keras.layers.Dense(1)(two)])
+    outputs.compile(optimizer="adam", loss="mse")
+    assert "2 outputs" in vectorizable(outputs)
+    with pytest.raises(ValueError, match="global_clipnorm"):
+        members = [Member(compiled(mlp, "sparse_categorical_crossentropy",
+                                   optimizer=keras.optimizers.Adam(global_clipnorm=1.0)))]
+        train_population(members, XT, YT, epochs=1, batch_size=32, seed=0)
+
+
+def test_train_population_checks_its_arguments():
+    def members():
+        return [Member(compiled(mlp, "sparse_categorical_crossentropy")) for _ in range(2)]
+
+    with pytest.raises(ValueError, match="`members` must be a non-empty list of Member"):
+        train_population([], XT, YT, epochs=1, batch_size=32, seed=0)
+    with pytest.raises(ValueError, match="`epochs` must be an integer >= 0, got -1"):
+        train_population(members(), XT, YT, epochs=-1, batch_size=32, seed=0)
+    with pytest.raises(ValueError, match="`batch_size` must be an integer >= 1, got 0"):
+        train_population(members(), XT, YT, epochs=1, batch_size=0, seed=0)
+    with pytest.raises(ValueError, match="`shuffle` must be True or False"):
+        train_population(members(), XT, YT, epochs=1, batch_size=32, seed=0, shuffle="batch")
+    with pytest.raises(ValueError, match="same number"):
+        train_population(members(), XT, YT[:10], epochs=1, batch_size=32, seed=0)
+    with pytest.raises(ValueError, match="`validation_data` must be a tuple"):
+        train_population(members(), XT, YT, validation_data=(XV,), epochs=1, batch_size=32, seed=0)
+    other = compiled(conv, "sparse_categorical_crossentropy")
+    with pytest.raises(ValueError, match="different architecture"):
+        train_population(members()[:1] + [Member(other)], XT, YT, epochs=1, batch_size=32, seed=0)
+    sgd = compiled(mlp, "sparse_categorical_crossentropy", optimizer="sgd")
+    with pytest.raises(ValueError, match="share one optimizer configuration"):
+        train_population(members()[:1] + [Member(sgd)], XT, YT, epochs=1, batch_size=32, seed=0)
+    with pytest.raises(ValueError, match="`model` must be a keras.Model"):
+        Member("not a model")
+
+
+# --------------------------------------------------------------------------------------------------------
+JAX_SCRIPT = r"""
+import json, sys, time
+import numpy as np, keras
+sys.path.insert(0, sys.argv[1])
+import test_population as t
+from losstune.population import Member, epoch_batches, train_population
+assert keras.backend.backend() == "jax"
+out = {}
+seen = []
+
+class Recorder(keras.Model):
+    def train_step(self, state, data):
+        seen.append(np.asarray(data[0])[:, 0].astype("int64"))
+        return {"n": 0.0}, state
+
+inputs = keras.Input((1,))
+rec = Recorder(inputs, keras.layers.Dense(1)(inputs))
+rec.compile(optimizer="sgd", loss="mse", run_eagerly=True)
+keras.utils.set_random_seed(t.SEED)
+rec.fit(np.arange(70, dtype="float32")[:, None], np.zeros(70), batch_size=16, epochs=2, verbose=0)
+order = epoch_batches(70, 16, seed=t.SEED, epochs=2)
+out["order"] = bool(np.array_equal(np.concatenate(seen), np.concatenate([b for e in order for b in e])))
+# Two focal members (one mapped group with gamma per member) of the Conv2D + BatchNormalization + Dropout model,
+# on whole batches only: JAX compiles a step per batch shape, on both sides.
+t.XT, t.YT, t.XV, t.YV = t.X[:192], t.Y[:192], t.X[200:264], t.Y[200:264]
+for name, builder, specs in (("conv", t.conv, t.MLP_MEMBERS[:2]),):
+    start = time.perf_counter()
+    members = [Member(t.compiled(builder, t.make_loss(s))) for s in specs]
+    train_population(members, t.XT, t.YT, validation_data=(t.XV, t.YV), epochs=2, batch_size=32, seed=t.SEED)
+    dw = dh = 0.0
+    for s, member in zip(specs, members):
+        model, history = t.solo(builder, t.make_loss(s))
+        dw = max([dw] + [float(np.max(np.abs(np.asarray(v) - np.asarray(w))))
+                         for v, w in zip(model.variables, member.model.variables)])
+        dh = max([dh] + [abs(a - b) / max(abs(a), 1e-6) for k in history
+                         for a, b in zip(history[k], member.history[k])])
+    out[name] = {"dw": dw, "dh": dh, "seconds": time.perf_counter() - start}
+print("RESULT" + json.dumps(out))
+"""
+
+
+def test_jax_backend_members_match_solo_fits():
+    pytest.importorskip("jax")
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2")
+    here = os.path.dirname(os.path.abspath(__file__))
+    proc = subprocess.run([sys.executable, "-c", JAX_SCRIPT, here], capture_output=True, text=True, env=env,
+                          timeout=600, cwd=os.path.dirname(here))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("RESULT"))[len("RESULT"):])
+    assert out["order"]
+    assert out["conv"]["dw"] <= ATOL and out["conv"]["dh"] <= RTOL, out

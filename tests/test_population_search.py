@@ -1,0 +1,87 @@
+"""losstune.search(population=K): K trials trained at once are the same trials as when trained one by one."""
+
+import io
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import losstune
+from tests.helpers import mlp, tiny_multiclass
+
+X, Y = tiny_multiclass(n=160, classes=3)
+XV, YV = tiny_multiclass(n=60, classes=3, seed=1)
+
+
+def _search(tmp_path, name, **kw):
+    out = io.StringIO()
+    kw.setdefault("space", "imbalanced_multiclass")
+    result = losstune.search(kw.pop("build", mlp(3, inputs=8)), X, Y, validation_data=(XV, YV), tuner="random",
+                             max_trials=6, epochs=3, race=0, seed=2, directory=str(tmp_path / name), stream=out, **kw)
+    return result, out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def serial_and_population(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pop")
+    return _search(tmp, "serial"), _search(tmp, "population", population=4)
+
+
+def test_members_are_the_same_trials_with_the_same_scores(serial_and_population):
+    (serial, _), (together, log) = serial_and_population
+    assert [t.loss for t in together.trials] == [t.loss for t in serial.trials]
+    assert [t.status for t in together.trials] == ["COMPLETED"] * 6
+    np.testing.assert_allclose([t.score for t in together.trials], [t.score for t in serial.trials], atol=1e-5)
+    assert together.best_trial.trial_id == serial.best_trial.trial_id
+    assert log.count("] trial ") == 6 and "population: training" not in log
+
+
+def test_members_have_their_own_runs_checkpoints_and_repeats(serial_and_population):
+    _, (together, _) = serial_and_population
+    for t in together.trials:
+        trial_dir = os.path.join(together.directory, f"trial_{t.trial_id}")
+        assert os.path.isfile(os.path.join(trial_dir, "checkpoint.weights.h5"))
+        assert os.path.isfile(os.path.join(trial_dir, "repeats.json"))
+        runs = os.listdir(os.path.join(together.directory, "logs", t.trial_id, "execution0"))
+        assert {"train", "validation"} <= set(runs)
+    assert isinstance(together.best_loss, keras.losses.Loss)
+
+
+class CustomStep(keras.Model):
+    def train_step(self, data):
+        return super().train_step(data)
+
+
+def custom_step_model(hp):
+    inputs = keras.Input((8,))
+    return CustomStep(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
+
+
+def test_a_model_that_cannot_be_vectorized_trains_serially_with_one_line(tmp_path):
+    result, log = _search(tmp_path, "custom", build=custom_step_model, population=3)
+    assert "population: training trials one by one: the model overrides `train_step`" in log
+    assert [t.status for t in result.trials] == ["COMPLETED"] * 6
+
+
+def test_members_with_different_architectures_train_in_separate_populations(tmp_path):
+    def build(hp):
+        units = hp.Choice("units", [4, 8])
+        return keras.Sequential([keras.Input((8,)), keras.layers.Dense(units, activation="relu"),
+                                 keras.layers.Dense(3, activation="softmax")])
+
+    result, log = _search(tmp_path, "archs", build=build, population=6)
+    assert [t.status for t in result.trials] == ["COMPLETED"] * 6
+    assert "population: training" not in log
+
+
+def test_population_is_refused_where_it_cannot_apply(tmp_path):
+    import tensorflow as tf
+
+    with pytest.raises(ValueError, match="`population`: Hyperband gives its trials different epoch budgets"):
+        losstune.search(mlp(3, inputs=8), X, Y, tuner="hyperband", population=4, directory=str(tmp_path))
+    data = tf.data.Dataset.from_tensor_slices((X, Y)).batch(16)
+    with pytest.raises(ValueError, match="`population` needs x and y as arrays"):
+        losstune.search(mlp(3, inputs=8), data, validation_data=data, population=4, directory=str(tmp_path))
+    with pytest.raises(ValueError, match="`population` must be an integer >= 1, got 0"):
+        losstune.search(mlp(3, inputs=8), X, Y, population=0, directory=str(tmp_path))
