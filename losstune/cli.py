@@ -37,7 +37,7 @@ def _parser():
         return verbs.add_parser(name, help=help_text, description=help_text, epilog=_EXAMPLES[name],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
 
-    def search_options(p, trials, epochs, directory):
+    def search_options(p, trials, epochs, directory, population=1):
         p.add_argument("--tuner", default="bayesian", help="random | grid | bayesian | hyperband (default: %(default)s)")
         p.add_argument("--trials", type=int, default=trials, help="trials in all, the baseline included (default: %(default)s)")
         p.add_argument("--epochs", type=int, default=epochs, help="epochs per trial (default: %(default)s)")
@@ -56,6 +56,8 @@ def _parser():
         p.add_argument("--race", type=int, default=3,
                        help="the N best trials get repeats until each has 3, then the pick: the best mean, or a "
                             "simpler loss within one standard error (0: off; default: %(default)s)")
+        p.add_argument("--population", type=int, default=population,
+                       help="train K trials at once, vectorized over stacked weights (default: %(default)s)")
         p.add_argument("--prune", choices=["median"], default=None,
                        help="stop a trial whose objective falls below the median of earlier trials at the same epoch")
         p.add_argument("--confirm-seeds", type=int, default=0,
@@ -64,7 +66,7 @@ def _parser():
         p.add_argument("-v", "--verbose", action="store_true", help="show Keras's progress bar for every epoch")
 
     demo = verb("demo", "Run a real loss search on the bundled long-tailed digits dataset (imbalance 50:1).")
-    search_options(demo, trials=12, epochs=40, directory="runs/demo")
+    search_options(demo, trials=12, epochs=40, directory="runs/demo", population=6)
     demo.add_argument("--imbalance", type=float, default=50.0, help="largest / smallest class size (default: %(default)s)")
 
     search = verb("search", "Search the loss for your model on your data.")
@@ -139,6 +141,7 @@ def _run_search(args, builder, data, space, from_logits):
         seed=args.seed, directory=args.directory, overwrite=args.overwrite, from_logits=from_logits,
         batch_size=args.batch_size, confirm_seeds=args.confirm_seeds, verbose=1 if args.verbose else 0,
         score=args.score, executions_per_trial=args.repeats, folds=args.folds, race=args.race, prune=args.prune,
+        population=args.population,
     )
     path = result.export()
     print()

@@ -107,9 +107,9 @@ def vectorizable(model, optimizer=None, *, trace=True):
     `global_clipnorm`: norms over the stacked variable) or that populations do not handle (EMA, gradient
     accumulation, loss scaling); and, with `trace` on TensorFlow, a layer that `tf.vectorized_map` cannot
     map even op by op (checked by tracing a training step of two members on the model's symbolic inputs;
-    a model without them is checked when its population is traced). Ops without a vectorized form (Conv2D
-    with per-member filters, the random ops of Dropout) run as a loop over members inside the step:
-    correct, and slower.
+    a model without them is checked when its population is traced). An op without a vectorized form runs
+    as a loop over members inside the step: correct, and slower (Conv2D with per-member filters is mapped
+    as one grouped convolution, and Dropout draws one mask for all members: see `_Forward`).
     """
     if keras.backend.backend() not in ("tensorflow", "jax"):
         return f"backend {keras.backend.backend()!r}: populations run on TensorFlow and JAX"
@@ -176,7 +176,7 @@ def _trace_reason(model):
     specs = [tf.TensorSpec((2,) + tuple(t.shape[1:]), t.dtype) for t in inputs]
     stacked = [tf.zeros((2,) + tuple(v.shape), v.dtype) for v in model.trainable_variables]
     non_trainable = [tf.zeros((2,) + tuple(v.shape), v.dtype) for v in model.non_trainable_variables]
-    forward = _Forward(model, shared=())
+    forward = _Forward(model, shared=_seed_states(model))
 
     def step(*x):
         x = x[0] if len(x) == 1 else list(x)
@@ -365,6 +365,7 @@ def _run(engine, members, order, validation_data, epochs, batch_size, verbose):
             lists[k].on_epoch_begin(epoch)
         engine.reset_metrics()
         engine.train_epoch(order[epoch], epoch)
+        engine.sync_iterations(active)  # callbacks such as TensorBoard log against optimizer.iterations
         failed = engine.failures()
         train_logs = engine.collect_logs()
         epoch_logs = {k: train_logs[k] for k in active}
@@ -576,6 +577,11 @@ class _Forward:
         return out, new_nt, losses
 
 
+def _seed_states(model):
+    """Indices of the model's non-trainable variables that are states of `keras.random.SeedGenerator`s."""
+    return [i for i, v in enumerate(model.non_trainable_variables) if v.name == "seed_generator_state"]
+
+
 def _vmap(fn, elements):
     if keras.backend.backend() == "jax":
         import jax
@@ -672,10 +678,8 @@ class _Population:
     def _shared_seed_states(self):
         """Indices of the non-trainable variables that are seed-generator states equal in all members."""
         out = []
-        for i, v in enumerate(self.template.non_trainable_variables):
-            if v.name != "seed_generator_state":
-                continue
-            value = np.asarray(v.numpy())
+        for i in _seed_states(self.template):
+            value = np.asarray(self.template.non_trainable_variables[i].numpy())
             if all(np.array_equal(np.asarray(m.non_trainable_variables[i].numpy()), value) for m in self.models):
                 out.append(i)
         return out
@@ -790,6 +794,13 @@ class _Population:
 
         return results
 
+    def sync_iterations(self, indices):
+        """Set the step count of members' own optimizers to the population's (as `fit` would have)."""
+        position = next(i for i, v in enumerate(self.optimizer.variables) if v is self.optimizer.iterations)
+        count = int(np.asarray(self._optimizer_value(position)))
+        for k in indices:
+            self.models[k].optimizer.iterations.assign(count)
+
     def finish(self, indices):
         """At the end, as after `fit`: each member's optimizer holds its slice of the shared optimizer's
         state and its metrics hold their last (validation) state."""
@@ -903,12 +914,19 @@ class _TFPopulation(_Population):
 
         try:
             self._trace()
-        except Exception as e:
-            if not any(g.mapped for g in self.groups):  # a layer that cannot be mapped, even in a loop
-                raise ValueError(f"`members` cannot be trained as one population: {_first_line(e)}") from e
-            for g in self.groups:  # a loss or metric that does not map: compute members one by one
-                g.mapped = False
-            self._trace()
+        except Exception as first:
+            error = first
+            if any(g.mapped for g in self.groups):  # a loss or metric that does not map: one by one
+                for g in self.groups:
+                    g.mapped = False
+                try:
+                    self._trace()
+                    error = None
+                except Exception as second:
+                    error = second
+            if error is not None:  # a layer that cannot be mapped, even in a loop; no weight was touched
+                raise ValueError(f"`members` cannot be trained as one population: a layer does not vectorize: "
+                                 f"{_first_line(error)}") from error
 
     def _trace(self):
         """Trace the training and test steps once each: the batch axis is left unknown so the last,
@@ -1021,6 +1039,9 @@ class _TFPopulation(_Population):
 
     def _optimizer_values(self):
         return [v.numpy() for v in self.optimizer.variables]
+
+    def _optimizer_value(self, i):
+        return self.optimizer.variables[i].numpy()
 
     def _group_results(self, gi):
         if self._results[gi] is None:
@@ -1139,6 +1160,9 @@ class _JaxPopulation(_Population):
 
     def _optimizer_values(self):
         return [np.asarray(v) for v in self.opt_state]
+
+    def _optimizer_value(self, i):
+        return self.opt_state[i]
 
     def _group_results(self, gi):
         if self._results[gi] is None:

@@ -21,7 +21,7 @@ from losstune import tuner as tuner_module
 from losstune.hypermodel import LossHyperModel
 from losstune.lossspace import LossSpace
 from losstune.result import SearchContext, SearchResult
-from losstune.population import vectorizable
+from losstune.population import Member, vectorizable
 from losstune.pruning import PRUNERS
 from losstune.stats import SCORE_RULES, curve_score, paired_difference
 
@@ -297,7 +297,7 @@ def search(
 
     # 4. race the top candidates to an honest pick; confirm it against the baseline over fresh seeds
     if race:
-        _race(plan.hypermodel, result, data, epochs, race, verbose, stream)
+        _race(plan.hypermodel, result, data, epochs, race, verbose, stream, population)
         result = SearchResult.from_directory(project_dir)
     if confirm_seeds:
         plan.context.confirmation = confirm(plan.hypermodel, result, data.fit, data.validation, epochs,
@@ -315,11 +315,12 @@ def search(
 RACE_REPEATS = 3  # repeats every raced candidate ends with: the fewest that give a standard error
 
 
-def _race(hypermodel, result, data, epochs, race, verbose, stream):
+def _race(hypermodel, result, data, epochs, race, verbose, stream, population=1):
     """Extra repeats for the top candidates, so that the pick rests on means, not on one lucky run.
 
     Repeat k of every candidate uses the seed and fold of execution k, as the search's own executions do, so
-    differences between candidates are paired. Each score is saved as it comes (an interrupted race resumes).
+    differences between candidates are paired; with `population` > 1 the candidates' repeat k train together.
+    Each score is saved as it comes (an interrupted race resumes).
     """
     name, direction = result.objective["name"], result.objective["direction"]
     sign = 1 if direction == "max" else -1
@@ -331,22 +332,32 @@ def _race(hypermodel, result, data, epochs, race, verbose, stream):
         candidates.append(simple[0])  # the best simple candidate, so the pick can be checked against it
     target = max([RACE_REPEATS] + [len(t.scores) for t in candidates])
     logdir = os.path.join(result.directory, result.context.logdir)
+    repeats = {}
     for t in candidates:
         trial_dir = os.path.join(result.directory, f"trial_{t.trial_id}")
-        repeats = tuner_module.Repeats.load(trial_dir) or tuner_module.Repeats([t.score], result.context.score_rule)
-        hp = tuner_module.trial_hyperparameters(result.directory, t.trial_id)
-        for execution in range(len(repeats.scores), target):
-            hypermodel.execution = execution
-            model = hypermodel.build(hp)
-            try:
-                history = hypermodel.fit(hp, model, **data.fit, validation_data=data.validation, epochs=epochs,
-                                         verbose=verbose, shuffle=True)
-                value = curve_score(history.history[name], repeats.rule, direction)
-            except keras_tuner.errors.FailedTrialError:
-                value = float("nan")  # a candidate that diverges on some seed cannot be the pick
-            repeats.scores.append(value)
-            repeats.save(trial_dir)
-            mean, se = repeats.mean_se
+        repeats[t.trial_id] = (tuner_module.Repeats.load(trial_dir)
+                               or tuner_module.Repeats([t.score], result.context.score_rule), trial_dir)
+    fit = dict(data.fit, validation_data=data.validation, epochs=epochs)
+    for execution in range(min(len(r.scores) for r, _ in repeats.values()), target):
+        due = [t for t in candidates if len(repeats[t.trial_id][0].scores) == execution]
+        hypermodel.execution = execution
+        members = []
+        for t in due:
+            hp = tuner_module.trial_hyperparameters(result.directory, t.trial_id)
+            members.append(Member(hypermodel.build(hp), name=f"trial {t.trial_id}"))
+        if population > 1:
+            tuner_module.train_members(hypermodel, members, fit, execution, stream, verbose)
+        else:
+            for member in members:
+                tuner_module.fit_alone(hypermodel, member, fit, verbose)
+        for t, member in zip(due, members):
+            record, trial_dir = repeats[t.trial_id]
+            curve = member.history.get(name, [])
+            # a candidate that diverges on some seed cannot be the pick
+            value = float("nan") if member.failure else curve_score(curve, record.rule, direction)
+            record.scores.append(value)
+            record.save(trial_dir)
+            mean, se = record.mean_se
             print(f"[race] trial {t.trial_id} repeat {execution + 1}/{target}  {t.describe_loss()}  "
                   f"{name}={value:.4f}  mean {mean:.4f}" + (f" ± {se:.4f}" if se is not None else ""),
                   file=stream, flush=True)

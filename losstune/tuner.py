@@ -93,6 +93,8 @@ def make_tuner(tuner_cls, log: TrialLog, **kwargs):
     cls = type(f"Losstune{tuner_cls.__name__}", (LosstuneTunerMixin, tuner_cls), {})
     tuner = cls(**kwargs)
     tuner.losstune_log = log
+    if serves_oracle():
+        _requeue_orphans(tuner.oracle)
     if serves_oracle() and not isinstance(tuner.oracle, keras_tuner.oracles.GridSearchOracle):
         # The grid oracle already starts from every default and never repeats itself.
         space = log.space
@@ -201,22 +203,7 @@ class LosstuneTunerMixin:
                                                         filepath=self._get_checkpoint_fname(t.trial_id)))
                 model = self.hypermodel.build(t.hyperparameters)
                 members[t.trial_id] = population.Member(model, copied, name=f"trial {t.trial_id}")
-            x, y, validation = self.hypermodel.execution_data(fit["x"], fit["y"], fit["validation_data"])
-            for group in _same_architecture(list(members.values())):
-                reason = population.vectorizable(group[0].model)
-                if reason is None:
-                    try:
-                        population.train_population(group, x, y, validation_data=validation, epochs=fit["epochs"],
-                                                    batch_size=fit["batch_size"], shuffle=True,
-                                                    seed=self.hypermodel.seed + execution,
-                                                    verbose=1 if verbose else 0)
-                    except Exception as err:  # noqa: BLE001  (any engine failure: train these alone)
-                        reason = f"the population failed ({tuner_failure_line(err)})"
-                if reason is not None:
-                    print(f"population: training {len(group)} trial(s) one by one: {reason}", file=log.stream,
-                          flush=True)
-                    for member in group:
-                        _fit_alone(self.hypermodel, member, fit, verbose)
+            train_members(self.hypermodel, list(members.values()), fit, execution, log.stream, verbose)
             for trial_id, member in members.items():
                 if member.failure:
                     failures[trial_id] = member.failure
@@ -310,7 +297,29 @@ def _same_architecture(members):
     return list(groups.values())
 
 
-def _fit_alone(hypermodel, member, fit, verbose):
+def train_members(hypermodel, members, fit, execution, stream, verbose=0):
+    """Train `members` (built by `hypermodel` for `execution`) together, one population per architecture; a
+    group that cannot be vectorized trains one by one, with one line on `stream` saying why.
+
+    `fit` holds x, y, validation_data, epochs and batch_size as given to the search (folds are cut here)."""
+    hypermodel.execution = execution
+    x, y, validation = hypermodel.execution_data(fit["x"], fit["y"], fit["validation_data"])
+    for group in _same_architecture(members):
+        reason = population.vectorizable(group[0].model)
+        if reason is None:
+            try:
+                population.train_population(group, x, y, validation_data=validation, epochs=fit["epochs"],
+                                            batch_size=fit["batch_size"], shuffle=True,
+                                            seed=hypermodel.seed + execution, verbose=1 if verbose else 0)
+            except Exception as err:  # noqa: BLE001  (any engine failure: train these alone)
+                reason = f"the population failed ({tuner_failure_line(err)})"
+        if reason is not None:
+            print(f"population: training {len(group)} trial(s) one by one: {reason}", file=stream, flush=True)
+            for member in group:
+                fit_alone(hypermodel, member, fit, verbose)
+
+
+def fit_alone(hypermodel, member, fit, verbose=0):
     """A member trained as its serial trial would be (the HyperModel's `fit`), the outcome kept on the Member."""
     try:
         history = hypermodel.fit(None, member.model, **fit, callbacks=member.callbacks, verbose=verbose,
@@ -326,6 +335,19 @@ def tuner_failure_line(err):
 
 class RepeatedFailure(RuntimeError):
     """The first trials of a search failed for one same reason; the search stopped instead of repeating it."""
+
+
+def _requeue_orphans(oracle):
+    """Send trials left RUNNING by a killed process, but unknown to the reloaded oracle's state, to be rerun.
+
+    KerasTuner private (1.4.x): `Oracle.create_trial` saves the new trial's trial.json before oracle.json;
+    a process killed between the two leaves a trial that `Oracle.reload` reads back as RUNNING without
+    putting it in `_retry_queue`, so it would never run and the search would end one trial short.
+    """
+    queued = set(oracle._retry_queue) | {t.trial_id for t in oracle.ongoing_trials.values()}
+    for trial_id, trial in sorted(oracle.trials.items()):
+        if trial.status == keras_tuner.engine.trial.TrialStatus.RUNNING and trial_id not in queued:
+            oracle._retry_queue.append(trial_id)
 
 
 def _known_first(oracle, first):

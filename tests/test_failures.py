@@ -17,7 +17,7 @@ from tensorboard.plugins.hparams import api_pb2, metadata
 
 import losstune
 from losstune import files
-from tests.helpers import tiny_multiclass
+from tests.helpers import mlp, tiny_multiclass
 
 ROOT = Path(__file__).resolve().parent.parent
 X, Y = tiny_multiclass(n=96)
@@ -208,3 +208,18 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatc
     assert sorted(os.listdir(tmp_path)) == ["best.json"]  # no half-written temporary file left behind
     monkeypatch.undo()
     assert losstune.load_loss(path).get_config()["gamma"] == 1.0
+
+
+def test_a_trial_saved_just_before_a_kill_is_rerun_on_resume(tmp_path):
+    # Killed inside KerasTuner's create_trial, after trial.json but before oracle.json: the reloaded oracle
+    # knows the trial only as RUNNING; losstune sends it to be rerun instead of ending a trial short.
+    common = dict(validation_data=(X, Y), space="imbalanced_multiclass", tuner="random", epochs=1, race=0,
+                  directory=str(tmp_path), seed=3, stream=io.StringIO())
+    losstune.search(mlp(3, inputs=8), X, Y, max_trials=2, **common)
+    project = tmp_path / "search"
+    state = json.loads((project / "trial_1" / "trial.json").read_text())
+    state.update(trial_id="2", status="RUNNING", score=None, metrics={"metrics": {}})
+    (project / "trial_2").mkdir()
+    (project / "trial_2" / "trial.json").write_text(json.dumps(state))
+    result = losstune.search(mlp(3, inputs=8), X, Y, max_trials=3, **common)
+    assert [t.status for t in result.trials] == ["COMPLETED"] * 3

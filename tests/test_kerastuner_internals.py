@@ -73,3 +73,14 @@ def test_the_atomic_writer_is_in_place_only_while_running(tmp_path):
     assert kt_utils.save_json is original
     assert (tmp_path / "state.json").read_text() == '{"a": 1}'
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+def test_the_oracle_keeps_a_retry_queue_and_saves_a_new_trial_before_itself():
+    # losstune requeues trials left RUNNING by a process killed between the two saves of create_trial.
+    import keras_tuner
+
+    oracle = keras_tuner.oracles.RandomSearchOracle(objective="val_loss", max_trials=1)
+    assert isinstance(oracle._retry_queue, list) and isinstance(oracle.ongoing_trials, dict)
+    source = inspect.getsource(keras_tuner.engine.oracle.Oracle.create_trial)
+    assert source.index("self._save_trial(trial)") < source.index("self.save()", source.index("self._save_trial"))
+    assert "_retry_queue.append" in inspect.getsource(keras_tuner.engine.oracle.Oracle.reload)

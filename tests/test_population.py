@@ -111,8 +111,9 @@ def test_epoch_batches_are_the_order_fit_uses():
 
 
 @pytest.fixture(scope="module")
-def mlp_population():
-    """The MLP members trained together; member 1 also stops itself after its first epoch."""
+def mlp_population(tmp_path_factory):
+    """The MLP members trained together; one more stops itself after its first epoch; member 0 records
+    what its callbacks see, member 1 logs to TensorBoard."""
     records = []
 
     class Record(keras.callbacks.Callback):
@@ -125,6 +126,7 @@ def mlp_population():
 
     members = [Member(compiled(mlp, make_loss(spec)), name=str(spec)) for spec in MLP_MEMBERS]
     members[0].callbacks.append(Record())
+    members[1].callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tmp_path_factory.mktemp("tb"))))
     stopped = Member(compiled(mlp, make_loss(MLP_MEMBERS[0])), callbacks=[StopAfterFirst()], name="stops")
     train_population(members + [stopped], XT, YT, validation_data=(XV, YV), epochs=2, batch_size=32,
                      seed=SEED)
@@ -133,8 +135,8 @@ def mlp_population():
 
 def test_mlp_members_match_solo_fits(mlp_population):
     members, stopped, records = mlp_population
-    for spec, member in zip(MLP_MEMBERS, members):
-        model, history = solo(mlp, make_loss(spec))
+    solos = [solo(mlp, make_loss(spec)) for spec in MLP_MEMBERS]
+    for spec, member, (model, history) in zip(MLP_MEMBERS, members, solos):
         assert member.failure is None and member.stopped_epoch is None
         assert_same_trial(member, model, history)
         if spec == MLP_MEMBERS[0]:  # the member that stopped itself kept its first epoch
@@ -148,8 +150,18 @@ def test_mlp_members_match_solo_fits(mlp_population):
     for a, b in zip(records[-1][2], members[0].model.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert not all(np.array_equal(a, b) for a, b in zip(records[0][2], records[1][2]))
+    # TensorBoard wrote the member's epochs and its evaluations at the member's own step counts.
+    from tensorboard.backend.event_processing import event_accumulator
+
+    log_dir = members[1].callbacks[0].log_dir
+    val = event_accumulator.EventAccumulator(os.path.join(log_dir, "validation"))
+    val.Reload()
+    steps = [e.step for e in val.Tensors("evaluation_loss_vs_iterations")]
+    values = [float(tf.make_ndarray(e.tensor_proto)) for e in val.Tensors("epoch_loss")]
+    assert steps == [7, 14]
+    np.testing.assert_allclose(values, members[1].history["val_loss"], rtol=1e-6)
     # As after fit: each member's optimizer holds its own state, its metrics the last validation state.
-    model, _ = solo(mlp, make_loss(MLP_MEMBERS[2]))
+    model = solos[2][0]
     assert int(members[2].model.optimizer.iterations.numpy()) == 14
     for v, w in zip(model.optimizer.variables, members[2].model.optimizer.variables):
         np.testing.assert_allclose(np.asarray(w), np.asarray(v), rtol=0, atol=ATOL)
@@ -185,12 +197,12 @@ class Confident(keras.losses.Loss):
 def test_a_non_finite_member_fails_alone():
     from losstune.hypermodel import NonFiniteLossGuard
 
-    healthy = [("crossentropy", {}, None), MLP_MEMBERS[0]]
+    healthy = ("crossentropy", {}, None)
 
     def sgd(loss):
         return compiled(mlp, loss, optimizer={"class_name": "SGD", "config": {"learning_rate": 0.5}})
 
-    members = [Member(sgd(make_loss(healthy[0]))), Member(sgd(Confident())), Member(sgd(make_loss(healthy[1])))]
+    members = [Member(sgd(make_loss(healthy))), Member(sgd(Confident()))]
     train_population(members, XT, YT, validation_data=(XV, YV), epochs=2, batch_size=32, seed=SEED)
     # The solo trial of the failing loss stops at the same batch, with the same message.
     model, guard = sgd(Confident()), NonFiniteLossGuard()
@@ -199,12 +211,11 @@ def test_a_non_finite_member_fails_alone():
     assert guard.failure and members[1].failure == guard.failure, (members[1].failure, guard.failure)
     assert members[1].stopped_epoch == int(guard.failure.rsplit(" ", 1)[1])
     assert all(np.all(np.isfinite(w)) for w in members[1].model.get_weights())  # its last finite weights
-    for spec, member in zip(healthy, (members[0], members[2])):
-        solo_model = sgd(make_loss(spec))
-        keras.utils.set_random_seed(SEED)
-        history = solo_model.fit(XT, YT, batch_size=32, epochs=2, validation_data=(XV, YV), verbose=0).history
-        assert member.failure is None
-        assert_same_trial(member, solo_model, history)
+    solo_model = sgd(make_loss(healthy))
+    keras.utils.set_random_seed(SEED)
+    history = solo_model.fit(XT, YT, batch_size=32, epochs=2, validation_data=(XV, YV), verbose=0).history
+    assert members[0].failure is None
+    assert_same_trial(members[0], solo_model, history)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -242,6 +253,12 @@ def test_vectorizable_says_why_members_cannot_share_a_computation():
     outputs = keras.Model(two, [keras.layers.Dense(1)(two), keras.layers.Dense(1)(two)])
     outputs.compile(optimizer="adam", loss="mse")
     assert "2 outputs" in vectorizable(outputs)
+    # train_population traces the step itself and refuses before touching any weight
+    members = [Member(stateful)]
+    before = [w.copy() for w in stateful.get_weights()]
+    with pytest.raises(ValueError, match="cannot be trained as one population: a layer does not vectorize"):
+        train_population(members, XT[:, :4], np.zeros((len(XT), 2), "float32"), epochs=1, batch_size=32, seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip(before, stateful.get_weights()))
     with pytest.raises(ValueError, match="global_clipnorm"):
         members = [Member(compiled(mlp, "sparse_categorical_crossentropy",
                                    optimizer=keras.optimizers.Adam(global_clipnorm=1.0)))]
@@ -276,7 +293,7 @@ def test_train_population_checks_its_arguments():
 
 # --------------------------------------------------------------------------------------------------------
 JAX_SCRIPT = r"""
-import json, sys, time
+import json, sys
 import numpy as np, keras
 sys.path.insert(0, sys.argv[1])
 import test_population as t
@@ -297,21 +314,17 @@ keras.utils.set_random_seed(t.SEED)
 rec.fit(np.arange(70, dtype="float32")[:, None], np.zeros(70), batch_size=16, epochs=2, verbose=0)
 order = epoch_batches(70, 16, seed=t.SEED, epochs=2)
 out["order"] = bool(np.array_equal(np.concatenate(seen), np.concatenate([b for e in order for b in e])))
-# Two focal members (one mapped group with gamma per member) of the Conv2D + BatchNormalization + Dropout model,
-# on whole batches only: JAX compiles a step per batch shape, on both sides.
+# Two focal members (one mapped group, gamma per member) of the Conv2D + BatchNormalization + Dropout model,
+# on whole batches only (JAX compiles a step per batch shape, on both sides); the member compared is the one
+# whose gamma is not the group model's own.
 t.XT, t.YT, t.XV, t.YV = t.X[:192], t.Y[:192], t.X[200:264], t.Y[200:264]
-for name, builder, specs in (("conv", t.conv, t.MLP_MEMBERS[:2]),):
-    start = time.perf_counter()
-    members = [Member(t.compiled(builder, t.make_loss(s))) for s in specs]
-    train_population(members, t.XT, t.YT, validation_data=(t.XV, t.YV), epochs=2, batch_size=32, seed=t.SEED)
-    dw = dh = 0.0
-    for s, member in zip(specs, members):
-        model, history = t.solo(builder, t.make_loss(s))
-        dw = max([dw] + [float(np.max(np.abs(np.asarray(v) - np.asarray(w))))
-                         for v, w in zip(model.variables, member.model.variables)])
-        dh = max([dh] + [abs(a - b) / max(abs(a), 1e-6) for k in history
-                         for a, b in zip(history[k], member.history[k])])
-    out[name] = {"dw": dw, "dh": dh, "seconds": time.perf_counter() - start}
+members = [Member(t.compiled(t.conv, t.make_loss(s))) for s in t.MLP_MEMBERS[:2]]
+train_population(members, t.XT, t.YT, validation_data=(t.XV, t.YV), epochs=2, batch_size=32, seed=t.SEED)
+model, history = t.solo(t.conv, t.make_loss(t.MLP_MEMBERS[1]))
+out["dw"] = max(float(np.max(np.abs(np.asarray(v) - np.asarray(w))))
+                for v, w in zip(model.variables, members[1].model.variables))
+out["dh"] = max(abs(a - b) / max(abs(a), 1e-6) for k in history for a, b in zip(history[k], members[1].history[k]))
+out["same_logs"] = sorted(history) == sorted(members[1].history)
 print("RESULT" + json.dumps(out))
 """
 
@@ -324,5 +337,5 @@ def test_jax_backend_members_match_solo_fits():
                           timeout=600, cwd=os.path.dirname(here))
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("RESULT"))[len("RESULT"):])
-    assert out["order"]
-    assert out["conv"]["dw"] <= ATOL and out["conv"]["dh"] <= RTOL, out
+    assert out["order"] and out["same_logs"], out
+    assert out["dw"] <= ATOL and out["dh"] <= RTOL, out
