@@ -174,9 +174,12 @@ def _trace_reason(model):
 
     inputs = model.inputs
     specs = [tf.TensorSpec((2,) + tuple(t.shape[1:]), t.dtype) for t in inputs]
+    shared = _seed_states(model)
     stacked = [tf.zeros((2,) + tuple(v.shape), v.dtype) for v in model.trainable_variables]
-    non_trainable = [tf.zeros((2,) + tuple(v.shape), v.dtype) for v in model.non_trainable_variables]
-    forward = _Forward(model, shared=_seed_states(model))
+    # Seed-generator states are passed once, unstacked, as in the population's own step.
+    non_trainable = [tf.zeros(tuple(v.shape) if i in shared else (2,) + tuple(v.shape), v.dtype)
+                     for i, v in enumerate(model.non_trainable_variables)]
+    forward = _Forward(model, shared=shared)
 
     def step(*x):
         x = x[0] if len(x) == 1 else list(x)

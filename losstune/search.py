@@ -345,6 +345,7 @@ def _race(hypermodel, result, data, epochs, race, verbose, stream, population=1)
         for t in due:
             hp = tuner_module.trial_hyperparameters(result.directory, t.trial_id)
             members.append(Member(hypermodel.build(hp), name=f"trial {t.trial_id}"))
+            members[-1].hyperparameters = hp
         if population > 1:
             tuner_module.train_members(hypermodel, members, fit, execution, stream, verbose)
         else:

@@ -12,6 +12,7 @@ import contextlib
 import gc
 import inspect
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -203,6 +204,7 @@ class LosstuneTunerMixin:
                                                         filepath=self._get_checkpoint_fname(t.trial_id)))
                 model = self.hypermodel.build(t.hyperparameters)
                 members[t.trial_id] = population.Member(model, copied, name=f"trial {t.trial_id}")
+                members[t.trial_id].hyperparameters = t.hyperparameters  # to rebuild it if it trains alone
             train_members(self.hypermodel, list(members.values()), fit, execution, log.stream, verbose)
             for trial_id, member in members.items():
                 if member.failure:
@@ -301,11 +303,14 @@ def train_members(hypermodel, members, fit, execution, stream, verbose=0):
     """Train `members` (built by `hypermodel` for `execution`) together, one population per architecture; a
     group that cannot be vectorized trains one by one, with one line on `stream` saying why.
 
-    `fit` holds x, y, validation_data, epochs and batch_size as given to the search (folds are cut here)."""
+    `fit` holds x, y, validation_data, epochs and batch_size as given to the search (folds are cut here);
+    each member carries the `hyperparameters` it was built from."""
     hypermodel.execution = execution
     x, y, validation = hypermodel.execution_data(fit["x"], fit["y"], fit["validation_data"])
+    logging.getLogger("tensorflow").addFilter(_EXPECTED_RETRACING)
     for group in _same_architecture(members):
-        reason = population.vectorizable(group[0].model)
+        # The population's own trace checks the layers (and refuses before touching a weight).
+        reason = population.vectorizable(group[0].model, trace=False)
         if reason is None:
             try:
                 population.train_population(group, x, y, validation_data=validation, epochs=fit["epochs"],
@@ -316,7 +321,20 @@ def train_members(hypermodel, members, fit, execution, stream, verbose=0):
         if reason is not None:
             print(f"population: training {len(group)} trial(s) one by one: {reason}", file=stream, flush=True)
             for member in group:
+                # a fresh model: a population that failed mid-training may have moved the weights
+                member.model, member.history, member.failure = hypermodel.build(member.hyperparameters), {}, None
                 fit_alone(hypermodel, member, fit, verbose)
+
+
+class _ExpectedRetracing(logging.Filter):
+    """Each population traces its own step once; TensorFlow's 'excessive retracing' warning about the new
+    functions of each population says nothing the user can act on."""
+
+    def filter(self, record):
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+_EXPECTED_RETRACING = _ExpectedRetracing()
 
 
 def fit_alone(hypermodel, member, fit, verbose=0):

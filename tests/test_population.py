@@ -31,8 +31,8 @@ COUNTS = np.bincount(YT, minlength=10).astype("float64")
 INVERSE = list(COUNTS.mean() / COUNTS)
 
 # (family, params, class-weight power). Pairs that differ only in a number form one group each: focal's
-# gamma and the class weights are mapped over the pair; cross-entropy branches in Python on its label
-# smoothing, so that pair is computed member by member inside the same step.
+# gamma and the class weights are mapped over the pair; the label-smoothing pair is computed member by
+# member inside the same step as long as cross-entropy branches in Python on `not label_smoothing`.
 MLP_MEMBERS = [
     ("focal", {"gamma": 2.0}, None),
     ("focal", {"gamma": 0.5}, None),
@@ -237,6 +237,7 @@ class RawCounter(keras.layers.Layer):
 def test_vectorizable_says_why_members_cannot_share_a_computation():
     model = compiled(mlp, "sparse_categorical_crossentropy")
     assert vectorizable(model) is None
+    assert vectorizable(compiled(conv, "sparse_categorical_crossentropy")) is None
     inputs = keras.Input((4,))
     custom = CustomStep(inputs, keras.layers.Dense(2)(inputs))
     custom.compile(optimizer="adam", loss="mse")

@@ -137,7 +137,7 @@ def binary_targets(y_true, y_pred):
 
 def smooth_labels(targets, label_smoothing, task):
     """Label smoothing as Keras does it: towards uniform over C classes, or towards 0.5 for sigmoids."""
-    if not label_smoothing:
+    if isinstance(label_smoothing, (int, float)) and not label_smoothing:  # a tensor (a population's) goes on
         return targets
     if task == "multiclass":
         num_classes = ops.cast(ops.shape(targets)[-1], targets.dtype)

@@ -50,7 +50,8 @@ def crossentropy(y_true, y_pred, label_smoothing=0.0, task="multiclass", from_lo
     """
     if task == "multiclass":
         ids = base.sparse_ids(y_true, y_pred)
-        if ids is not None and not label_smoothing:
+        # the sparse fast path for a Python 0; a tensor (members of a population) takes the general path
+        if ids is not None and isinstance(label_smoothing, (int, float)) and not label_smoothing:
             loss = ops.sparse_categorical_crossentropy(ids, y_pred, from_logits=from_logits)
             if class_weights is None:
                 return loss
