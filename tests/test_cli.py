@@ -126,3 +126,15 @@ def test_search_with_folds_needs_no_validation_arrays(npz_and_model):
     assert "(2 repeats)" in proc.stdout and "Traceback" not in proc.stderr
     result = losstune.SearchResult.from_directory(d / "cv")
     assert [len(t.scores) for t in result.trials] == [2, 2]
+
+
+def test_validation_features_the_model_cannot_take_exit_2_with_one_line(npz_and_model, capsys, monkeypatch):
+    monkeypatch.chdir(npz_and_model)
+    x, y = tiny_multiclass(n=60)
+    np.savez(npz_and_model / "short.npz", x_train=x, y_train=y, x_val=x[:, :7], y_val=y)
+    assert cli.main(["search", "--data", "short.npz", "--model", "mymodels:build", "--space", "imbalanced_multiclass",
+                     "--directory", str(npz_and_model / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("losstune search: error: `validation_data`: the model cannot take")
+    assert "expected axis -1 of input shape to have value 8" in err[0] and "Traceback" not in err[0]
+    assert not (npz_and_model / "out").exists()
