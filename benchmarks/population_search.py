@@ -112,6 +112,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="4 trials x 1 epoch, population 1 and 4")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--models", default="mlp,conv", help="which cases to run: mlp, conv (default: both)")
     args = parser.parse_args()
     digits = load_digits()
     x, y = (digits.data / 16).astype("float32"), digits.target
@@ -122,6 +123,8 @@ def main():
         cases = [("MLP", mlp, flat, 4, 1, (1, 4))]
     else:
         cases = [("MLP", mlp, flat, 32, 5, (1, 8, 32)), ("Conv2D+BN+Dropout", conv, images, 16, 5, (1, 16))]
+        wanted = {"mlp": "MLP", "conv": "Conv2D+BN+Dropout"}
+        cases = [c for c in cases if c[0] in {wanted[m] for m in args.models.split(",")}]
     rows, all_same = [], True
     for name, builder, data, trials, epochs, sizes in cases:
         print(f"{name}: {trials} trials x {epochs} epochs, 1,400 training / 397 validation digits, batch 32",
