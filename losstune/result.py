@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from losstune import importance as whatmattered
-from losstune import lossfile, plots, stats, tasks
+from losstune import families, lossfile, plots, stats, tasks
 from losstune.files import read_json, write_json_atomic
 from losstune.lossspace import LossSpace, TrialLoss
 from losstune.tuner import failure_reason, stored_trials
@@ -278,6 +278,13 @@ class SearchResult:
         text = f"best {name} = {best.describe_score()}: {best.describe_loss()}"
         if self.pick_note:
             text += f"\n  {self.pick_note}"
+        sign = 1 if self.objective["direction"] == "max" else -1
+        unraced = [t for t in self.completed if t.score is not None and len(t.scores) < len(best.scores)
+                   and sign * (t.score - best.score) > 0]
+        if unraced:
+            text += (f"\n  {len(unraced)} trial(s) with fewer repeats scored above the pick (trial "
+                     f"{', '.join(t.trial_id for t in unraced[:5])}); a single run does not compete with means "
+                     f"over {len(best.scores)} repeats; pass a larger `race` to repeat more of them.")
         if base is not None:
             text += (f"\nbaseline {name} = {base.describe_score()}: {base.describe_loss()} "
                      f"(best - baseline = {self.best_score - self.baseline_score:+.4f})")
@@ -431,20 +438,26 @@ def _warnings(result):
     best = result.best_mean_trial
     if best is not None and best.se is not None:
         sign = 1 if direction == "max" else -1
-        others = sorted((t for t in done if t is not best), key=lambda t: -sign * t.score)
+        # compare like with like: means over as many repeats as the best's
+        others = sorted((t for t in done if t is not best and len(t.scores) == len(best.scores)),
+                        key=lambda t: -sign * t.score)
         if others and abs(best.score - others[0].score) < best.se:
             found.append(f"the top trials differ by {abs(best.score - others[0].score):.4f}, less than the "
                          f"spread of their repeats (standard error {best.se:.4f}); more repeats "
                          f"(executions_per_trial, folds) would be needed to separate them.")
     pick = result.best_trial
     if pick is not None:
+        family = families.get(pick.family)
         for pname, rng in result.space.families.get(pick.family, {}).items():
             value = pick.params.get(pname)
             if rng.fixed or rng.values is not None or not isinstance(value, (int, float)):
                 continue
             width = rng.high - rng.low
-            if width > 0 and (value - rng.low <= 0.01 * width or rng.high - value <= 0.01 * width):
-                edge = "bottom" if value - rng.low <= 0.01 * width else "top"
+            hyper = family.hyperparameter(pname)
+            at_bottom = value - rng.low <= 0.01 * width and not (hyper.low is not None and rng.low <= hyper.low)
+            at_top = rng.high - value <= 0.01 * width and not (hyper.high is not None and rng.high >= hyper.high)
+            if width > 0 and (at_bottom or at_top):  # only where the range could be widened
+                edge = "bottom" if at_bottom else "top"
                 found.append(f"{pick.family}/{pname} = {value:.4g} lies at the {edge} of its search range "
                              f"[{rng.low:g}, {rng.high:g}]: the best value may lie beyond it; widen the range "
                              f"in the space and search again.")

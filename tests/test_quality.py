@@ -186,3 +186,19 @@ def test_a_search_with_folds_scores_each_trial_over_every_fold(tmp_path):
     config = result.best_config
     assert config["score_repeats"] == result.best_trial.scores and config["score_rule"] == "last_quarter"
     assert losstune.load_loss(result.export(tmp_path / "best.json")) is not None
+
+
+def test_no_edge_warning_where_the_range_cannot_be_widened_and_like_with_like_spread():
+    recipe = _record(1, [0.80, 0.81, 0.82], TrialLoss("crossentropy", {"label_smoothing": 0.0}, 1.0),
+                     recipe="inverse-frequency", recipe_index=0)
+    single = _record(4, [0.8199])  # one run just above: no "spread" comparison against a raced mean
+    text = "\n".join(_result([recipe, single]).warnings())
+    assert "label_smoothing" not in text  # 0 is the smallest valid value: no range to widen
+    assert "spread of their repeats" not in text
+
+
+def test_the_summary_says_why_single_runs_above_the_pick_lost():
+    raced = _record(3, [0.80, 0.84, 0.82])
+    lucky = [_record(5, [0.95]), _record(6, [0.90])]
+    summary = _result([raced] + lucky).summary()
+    assert "2 trial(s) with fewer repeats scored above the pick (trial 5, 6)" in summary
