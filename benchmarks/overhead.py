@@ -58,6 +58,10 @@ def build_model(hp=None):
 class PlainHyperModel(keras_tuner.HyperModel):
     """What a user writes by hand: Keras built-in losses chosen by hyperparameters (same names and ranges)."""
 
+    def __init__(self, builder=None):
+        super().__init__()
+        self.builder = builder or build_model
+
     def build(self, hp):
         family = hp.Choice("loss", ["crossentropy", "focal"], default="crossentropy")
         with hp.conditional_scope("loss", ["crossentropy"]):
@@ -65,7 +69,7 @@ class PlainHyperModel(keras_tuner.HyperModel):
         with hp.conditional_scope("loss", ["focal"]):
             gamma = hp.Float("focal/gamma", 0.0, 5.0, default=2.0)
         keras.utils.set_random_seed(SEED)
-        model = build_model()
+        model = self.builder()
         if family == "crossentropy":
             loss = keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)
         else:

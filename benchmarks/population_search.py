@@ -22,11 +22,10 @@ import _common
 import keras
 import keras_tuner
 import numpy as np
-from overhead import SEED, SPACE, config_of, defaults_first
+from overhead import SEED, SPACE, PlainHyperModel, config_of, defaults_first
 from sklearn.datasets import load_digits
 
 import losstune
-from losstune import objectives
 
 
 def mlp(hp=None):
@@ -42,34 +41,10 @@ def conv(hp=None):
     ])
 
 
-class Plain(keras_tuner.HyperModel):
-    """The hand-written side: Keras built-in losses chosen by hyperparameters (same names and ranges)."""
-
-    def __init__(self, builder):
-        super().__init__()
-        self.builder = builder
-
-    def build(self, hp):
-        family = hp.Choice("loss", ["crossentropy", "focal"], default="crossentropy")
-        with hp.conditional_scope("loss", ["crossentropy"]):
-            smoothing = hp.Float("crossentropy/label_smoothing", 0.0, 0.2, default=0.0)
-        with hp.conditional_scope("loss", ["focal"]):
-            gamma = hp.Float("focal/gamma", 0.0, 5.0, default=2.0)
-        keras.utils.set_random_seed(SEED)
-        model = self.builder()
-        loss = (keras.losses.CategoricalCrossentropy(label_smoothing=smoothing) if family == "crossentropy"
-                else keras.losses.CategoricalFocalCrossentropy(gamma=gamma, alpha=1.0))
-        model.compile(optimizer="adam", loss=loss, metrics=[objectives.MacroF1()])
-        return model
-
-    def fit(self, hp, model, *args, **kwargs):
-        keras.utils.set_random_seed(SEED)
-        return model.fit(*args, **kwargs)
-
-
 def run_plain(builder, data, trials, epochs, directory):
     (x, y), (xv, yv) = data
-    tuner = keras_tuner.RandomSearch(Plain(builder), objective=keras_tuner.Objective("val_macro_f1", "max"),
+    tuner = keras_tuner.RandomSearch(PlainHyperModel(builder),
+                                     objective=keras_tuner.Objective("val_macro_f1", "max"),
                                      max_trials=trials, directory=directory, project_name="plain", seed=SEED + 1)
     defaults_first(tuner.oracle)
     eye = np.eye(10, dtype="float32")

@@ -665,6 +665,17 @@ class _Population:
         self._reported = set()
         self._results = [None] * len(self.groups)
 
+    def write_back(self, indices):
+        """Copy the stacked weights and non-trainable state of members `indices` into their own models,
+        so callbacks and the caller see each member's weights (TensorFlow variables and JAX arrays alike)."""
+        t_vals = [np.asarray(v) for v in self.trainable]
+        n_vals = [np.asarray(v) for v in self.non_trainable]
+        for k in indices:
+            model = self.models[k]
+            for v, value in zip(model.trainable_variables, t_vals):
+                v.assign(value[k])
+            for i, (v, value) in enumerate(zip(model.non_trainable_variables, n_vals)):
+                v.assign(value if i in self.shared else value[k])
     def _build_members(self, x, y):
         """Build each member's compiled loss and metrics (they create their variables on first use, which
         must not happen inside a traced step) and reset them. Members start from the same weights, so one
@@ -1028,18 +1039,6 @@ class _TFPopulation(_Population):
             alive[list(indices)] = False
             self.alive.assign(alive)
 
-    def write_back(self, indices):
-        """Copy the stacked weights and non-trainable state of members `indices` into their own models,
-        so callbacks and the caller see each member's weights."""
-        t_vals = [v.numpy() for v in self.trainable]
-        n_vals = [v.numpy() for v in self.non_trainable]
-        for k in indices:
-            model = self.models[k]
-            for v, value in zip(model.trainable_variables, t_vals):
-                v.assign(value[k])
-            for i, (v, value) in enumerate(zip(model.non_trainable_variables, n_vals)):
-                v.assign(value if i in self.shared else value[k])
-
     def _optimizer_values(self):
         return [v.numpy() for v in self.optimizer.variables]
 
@@ -1150,16 +1149,6 @@ class _JaxPopulation(_Population):
     def freeze(self, indices):
         if indices:
             self.alive = self.alive.at[np.asarray(indices)].set(False)
-
-    def write_back(self, indices):
-        t_vals = [np.asarray(v) for v in self.trainable]
-        n_vals = [np.asarray(v) for v in self.non_trainable]
-        for k in indices:
-            model = self.models[k]
-            for v, value in zip(model.trainable_variables, t_vals):
-                v.assign(value[k])
-            for i, (v, value) in enumerate(zip(model.non_trainable_variables, n_vals)):
-                v.assign(value if i in self.shared else value[k])
 
     def _optimizer_values(self):
         return [np.asarray(v) for v in self.opt_state]

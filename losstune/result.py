@@ -84,6 +84,7 @@ class TrialRecord:
     scores: list = dataclasses.field(default_factory=list)  # one per repeat (seed, fold; racing adds more)
     se: float | None = None  # standard error of `score` (None with a single repeat)
     recipe: str | None = None  # the name of the space's recipe this trial is
+    recipe_index: int = 0  # its place in the space's list (simpler first)
     stopped: dict | None = None  # stopped early by the median rule: {"epoch", "value", "median", ...}
 
     @property
@@ -95,8 +96,6 @@ class TrialRecord:
         """0 for the baseline, 1 + i for the space's i-th recipe, then every searched trial: what the pick
         prefers when two candidates cannot be told apart."""
         return 0 if self.is_baseline else (1 + self.recipe_index if self.recipe is not None else 1000)
-
-    recipe_index: int = 0
 
     def describe_score(self):
         if self.score is None:

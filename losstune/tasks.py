@@ -16,6 +16,8 @@ families that fit it. Everything else asks the task instead of testing its name.
 
 from __future__ import annotations
 
+import abc
+
 import keras
 import numpy as np
 
@@ -35,7 +37,7 @@ def _per_sample(loss, y_true, y_pred):
     return np.asarray(values, dtype="float64").reshape(len(y_pred), -1).mean(axis=1)
 
 
-class Task:
+class Task(abc.ABC):
     """A task: subclasses fill in the label convention and what depends on it."""
 
     name = ""
@@ -54,8 +56,9 @@ class Task:
             raise ValueError(f"`{name}` holds NaN or infinite labels.")
         return self._check_labels(y, num_outputs, name)
 
+    @abc.abstractmethod
     def _check_labels(self, y, num_outputs, name):
-        raise NotImplementedError
+        """The task's own label checks on float64 `y`; returns the class counts (or None)."""
 
     def check_outputs(self, outputs, from_logits, last_activation=None):
         """Catch mix-ups (probabilities vs logits, negative distances) from the untrained model's outputs."""
