@@ -139,10 +139,10 @@ def find_search_directory(directory):
 class SearchResult:
     """Best vs baseline, the trials table, and the best loss, ready for `model.compile`."""
 
-    def __init__(self, directory, context: SearchContext, trials):
+    def __init__(self, directory, context: SearchContext, trials, space=None):
         self.directory = directory
         self.context = context
-        self.space = LossSpace.from_dict(context.space, source=os.path.join(directory, CONTEXT_FILE))
+        self.space = space or LossSpace.from_dict(context.space, source=os.path.join(directory, CONTEXT_FILE))
         self.task = tasks.get(context.task)
         self.objective = context.objective
         self.trials = trials
@@ -174,7 +174,7 @@ class SearchResult:
                 record.scores = list(stored.repeats.scores)
                 record.score, record.se = stored.repeats.mean_se
             trials.append(record)
-        return cls(directory, context, trials)
+        return cls(directory, context, trials, space)  # the space parsed once
 
     # --- the answers ---------------------------------------------------------------------------------------
     @property
