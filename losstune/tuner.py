@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import time
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -179,29 +180,52 @@ class LosstuneTunerMixin:
 
     def _take_trials(self, size):
         """Up to `size` new trials; each member asks under its own id, so the oracle serves them all at once
-        (and, after an interruption, gives each id its unfinished trial again)."""
-        trials = []
-        for k in range(size):
+        (and, after an interruption, gives each id its unfinished trial again). Empty once the search is over."""
+        status = keras_tuner.engine.trial.TrialStatus
+        # KerasTuner private (1.4.x): the grid oracle steps to its next point only from an ended trial
+        # (`GridSearchOracle._populate_next`, filled by `end_trial`) and answers IDLE while one runs, so a
+        # population got two members, then one a round. A trial just taken is a point it can step from too; the
+        # order stays the serial grid's (the oracle skips a point already taken). A distributed worker's oracle
+        # is a client of the chief's: left as it is.
+        grid_next = (self.oracle._populate_next
+                     if isinstance(self.oracle, keras_tuner.oracles.GridSearchOracle) else None)
+        trials, k = [], 0
+        while k < size:
             self.pre_create_trial()
             trial = self.oracle.create_trial(f"{self.tuner_id}-member{k}")
-            if trial.status != keras_tuner.engine.trial.TrialStatus.RUNNING:
-                break  # STOPPED: the budget is spent; IDLE: the oracle waits for running trials
-            trials.append(trial)
+            if trial.status == status.IDLE:  # the oracle waits for running trials (a grid's, another worker's)
+                if trials:
+                    break  # train those taken so far
+                # None taken: ask again, as KerasTuner's own loop does. Returning none would end this search
+                # (a distributed worker would quit while the chief waits for its member ids).
+                time.sleep(0.2)
+                continue
+            if trial.status == status.RUNNING:
+                trials.append(trial)
+                if grid_next is not None:
+                    grid_next.append(trial.trial_id)
+            # STOPPED (the budget is spent): the other member ids are still asked, each is told to stop too.
+            # KerasTuner private (1.4.x): a distributed chief exits only once every tuner id it has served was
+            # told to stop (`oracle_chief.exit_chief` waits for `Oracle.tuner_ids` to empty); stopping at the
+            # first member left the others registered and the chief waiting forever.
+            k += 1
         return trials
 
     def _train_together(self, trials, fit, callbacks, verbose):
         objective, log = self.oracle.objective, self.losstune_log
         scores = {t.trial_id: [] for t in trials}
         failures = {}
+        # One checkpoint per trial across its executions, as KerasTuner's run_trial keeps the best of them all.
+        # KerasTuner private (1.4.x): the trial's checkpoint path.
+        checkpoints = {t.trial_id: SaveBestAtTrainEnd(objective, self._get_checkpoint_fname(t.trial_id))
+                       for t in trials}
         for execution in range(self.executions_per_trial):
             alive = [t for t in trials if t.trial_id not in failures]
             members = {}
             for t in alive:
                 copied = self._deepcopy_callbacks(callbacks)  # KerasTuner private (1.4.x), as in run_trial
                 self._configure_tensorboard_dir(copied, t, execution)  # sets hypermodel.execution
-                # KerasTuner private (1.4.x): its best-epoch checkpoint and the trial's checkpoint path
-                copied.append(tuner_utils.SaveBestEpoch(objective=objective,
-                                                        filepath=self._get_checkpoint_fname(t.trial_id)))
+                copied.append(checkpoints[t.trial_id])
                 model = self.hypermodel.build(t.hyperparameters)
                 members[t.trial_id] = population.Member(model, copied, name=f"trial {t.trial_id}")
                 members[t.trial_id].hyperparameters = t.hyperparameters  # to rebuild it if it trains alone
@@ -287,6 +311,30 @@ class LosstuneTunerMixin:
                 f"the first {len(ended)} trials all failed with the same error, so the search stopped: "
                 f"{reasons.pop()} (traceback: {where})"
             )
+
+
+class SaveBestAtTrainEnd(tuner_utils.SaveBestEpoch):
+    """KerasTuner's best-epoch checkpoint, kept in memory at each better epoch and written once when training
+    ends. A population's members improve at most epochs, and each write of a weights file costs tens of
+    milliseconds (measured: 160 writes, 4.4 s of a 32-trial MLP search at population 32, against 1.7 s of
+    training). Nothing is lost to an interruption: an interrupted trial is rerun from scratch on resume."""
+
+    def on_train_begin(self, logs=None):
+        self._best_weights = None
+
+    # KerasTuner private (1.4.x): `SaveBestEpoch.on_epoch_end` calls `_save_model()` at every epoch better
+    # than the best so far (every epoch when the logs lack the objective); here it only takes a copy.
+    def _save_model(self):
+        self._best_weights = self.model.get_weights()
+
+    def on_train_end(self, logs=None):
+        if self._best_weights is None:
+            return
+        current = self.model.get_weights()
+        self.model.set_weights(self._best_weights)
+        super()._save_model()
+        self.model.set_weights(current)
+        self._best_weights = None
 
 
 def _same_architecture(members):

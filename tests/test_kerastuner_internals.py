@@ -86,3 +86,22 @@ def test_the_oracle_keeps_a_retry_queue_and_saves_a_new_trial_before_itself():
     first_save = source.index("self._save_trial(trial)")
     assert "self.save()" in source[first_save:]  # trial.json first, then oracle.json
     assert "_retry_queue.append" in inspect.getsource(keras_tuner.engine.oracle.Oracle.reload)
+
+
+def test_save_best_epoch_calls_save_model_at_each_better_epoch():
+    # losstune's SaveBestAtTrainEnd overrides `_save_model` to keep the weights in memory until training ends.
+    import keras_tuner
+    from keras_tuner.src.engine import tuner_utils
+
+    calls = []
+
+    class Recording(tuner_utils.SaveBestEpoch):
+        def _save_model(self):
+            calls.append(self.best_value)
+
+    cb = Recording(objective=keras_tuner.Objective("val_score", "max"), filepath="unused")
+    for epoch, value in enumerate([0.5, 0.4, 0.7, 0.7]):
+        cb.on_epoch_end(epoch, {"val_score": value})
+    assert calls == [0.5, 0.7]
+    cb.on_epoch_end(4, {"loss": 1.0})  # no objective in the logs: saved at every epoch
+    assert len(calls) == 3

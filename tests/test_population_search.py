@@ -85,3 +85,27 @@ def test_population_is_refused_where_it_cannot_apply(tmp_path):
         losstune.search(mlp(3, inputs=8), data, validation_data=data, population=4, directory=str(tmp_path))
     with pytest.raises(ValueError, match="`population` must be an integer >= 1, got 0"):
         losstune.search(mlp(3, inputs=8), X, Y, population=0, directory=str(tmp_path))
+
+
+def test_the_best_epoch_checkpoint_is_written_once_when_training_ends(tmp_path):
+    import keras_tuner
+
+    from losstune.tuner import SaveBestAtTrainEnd
+
+    model = mlp(3, inputs=8)(None)
+    path = str(tmp_path / "checkpoint.weights.h5")
+    cb = SaveBestAtTrainEnd(keras_tuner.Objective("val_score", "max"), path)
+    cb.set_model(model)
+    cb.on_train_begin()
+    weights = [model.get_weights()]
+    for epoch, value in enumerate([0.5, 0.8, 0.6]):  # the best epoch is the second
+        model.set_weights([w + 1.0 for w in model.get_weights()])
+        weights.append(model.get_weights())
+        cb.on_epoch_end(epoch, {"val_score": value})
+    assert not os.path.exists(path)
+    cb.on_train_end()
+    for now, last in zip(model.get_weights(), weights[-1]):  # the model keeps its final weights
+        np.testing.assert_array_equal(now, last)
+    model.load_weights(path)
+    for saved, best in zip(model.get_weights(), weights[2]):
+        np.testing.assert_array_equal(saved, best)
