@@ -18,7 +18,9 @@ from tests.helpers import mlp, siamese, tiny_multiclass
 
 @pytest.fixture(scope="module")
 def long_tailed_search(tmp_path_factory):
-    """One real 12-trial search over imbalanced_multiclass on long-tailed digits (imbalance 50:1)."""
+    """One real 12-trial search over imbalanced_multiclass on long-tailed digits (imbalance 50:1), 6 trials at a
+    time as a population (as `losstune demo` runs it; tests/test_population_search.py checks that a population
+    gives the serial search's trials and scores)."""
     split = datasets.long_tailed_digits(imbalance=50, seed=0)
     directory = tmp_path_factory.mktemp("lt")
     out = io.StringIO()
@@ -27,7 +29,7 @@ def long_tailed_search(tmp_path_factory):
     result = losstune.search(
         mlp(10), split.x_train, split.y_train, validation_data=(split.x_val, split.y_val),
         space="imbalanced_multiclass", tuner="bayesian", max_trials=12, epochs=8, batch_size=16, seed=0,
-        optimizer=keras.optimizers.Adam(1e-2), directory=str(directory), stream=out,
+        optimizer=keras.optimizers.Adam(1e-2), directory=str(directory), stream=out, population=6,
     )
     return result, out.getvalue(), split
 
