@@ -5,14 +5,12 @@ import subprocess
 import sys
 import textwrap
 
+import keras
+
+import losstune
+
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
 
-SAVE = textwrap.dedent("""
-    import sys, keras, losstune
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
-    model.compile(optimizer="adam", loss=losstune.families.get("focal").build({"gamma": 1.5}, task="multiclass"))
-    model.save(sys.argv[1])
-""")
 LOAD = textwrap.dedent("""
     import sys, keras
     if sys.argv[2] == "import":
@@ -24,7 +22,10 @@ LOAD = textwrap.dedent("""
 
 def test_saved_model_reloads_after_import_losstune(tmp_path):
     path = str(tmp_path / "model.keras")
-    subprocess.run([sys.executable, "-c", SAVE, path], check=True, env=ENV, timeout=120, capture_output=True)
+    # Saved here; only the loading needs a fresh process (one that has not imported losstune yet).
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer="adam", loss=losstune.families.get("focal").build({"gamma": 1.5}, task="multiclass"))
+    model.save(path)
     loaded = subprocess.run([sys.executable, "-c", LOAD, path, "import"], env=ENV, timeout=120,
                             capture_output=True, text=True)
     assert loaded.returncode == 0, loaded.stderr[-2000:]
