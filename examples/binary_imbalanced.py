@@ -26,6 +26,7 @@ def main():
     split = datasets.imbalanced_binary_digits(positive=9, positive_fraction=0.05, seed=0)
     result = losstune.search(build_model, split.x_train, split.y_train, validation_data=(split.x_val, split.y_val),
                              space="imbalanced_binary", from_logits=True, max_trials=trials, epochs=epochs,
+                             population=5,  # 5 trials trained at once, vectorized
                              directory=args.directory, overwrite=True)
     print(result.table())
     model = build_model()

@@ -26,7 +26,8 @@ def main():
     split = datasets.regression_with_outliers(outlier_fraction=0.1, seed=0)
     result = losstune.search(build_model, split.x_train, split.y_train, validation_data=(split.x_val, split.y_val),
                              space="robust_regression", tuner="random", max_trials=trials, epochs=epochs,
-                             batch_size=16, directory=args.directory, overwrite=True)
+                             batch_size=16, population=5,  # 5 trials trained at once, vectorized
+                             directory=args.directory, overwrite=True)
     print(result.table())
     print(f"TensorBoard: tensorboard --logdir {result.directory}/logs")
 
