@@ -116,7 +116,8 @@ def test_hypermodel_runs_inside_plain_kerastuner_tuners(tuner_cls, tmp_path):
     kwargs = {"max_epochs": 2, "factor": 2} if tuner_cls is keras_tuner.Hyperband else {"max_trials": 3}
     tuner = tuner_cls(hm, objective=keras_tuner.Objective("val_macro_f1", "max"), directory=str(tmp_path),
                       project_name="p", seed=1, **kwargs)
-    tuner.search(x, y, validation_data=(x, y), epochs=2, verbose=0)
+    with _frozen_heap():  # KerasTuner's full garbage collection before each build: 2 s each, not under test
+        tuner.search(x, y, validation_data=(x, y), epochs=2, verbose=0)
     trials = [t for t in tuner.oracle.trials.values() if t.status == "COMPLETED"]
     assert len(trials) >= 2
     families = {t.hyperparameters.values["loss"] for t in trials}
