@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import time
 from dataclasses import dataclass
 from typing import TextIO
@@ -141,6 +142,9 @@ class LosstuneTunerMixin:
         space_hps = self.oracle.get_space().space
         hparams = tb.session_hparams(space_hps, {k: v for k, v in values.items() if trial.hyperparameters.is_active(k)})
         if execution == 0:
+            # A trial run again after an interruption starts a clean run: TensorBoard would merge the killed
+            # attempt's events with the new ones.
+            shutil.rmtree(trial_dir, ignore_errors=True)
             trial_loss = log.space.trial_loss(values)
             task = log.space.task
             loss = trial_loss.build(task, class_counts=log.class_counts, from_logits=log.from_logits)
@@ -269,13 +273,17 @@ class LosstuneTunerMixin:
 
     def _status_line(self, trial, message, traceback_file):
         log = self.losstune_log
-        trials = list(self.oracle.trials.values()) if hasattr(self.oracle, "trials") else [trial]
-        done = [t for t in trials if t.status in DONE]
-        scored = [t for t in done if t.status == "COMPLETED" and t.score is not None]
-        best = None
-        if scored:
-            pick = max if log.objective.direction == "max" else min
-            best = pick(scored, key=lambda t: t.score)
+        if hasattr(self.oracle, "trials"):
+            done = [t for t in self.oracle.trials.values() if t.status in DONE]
+            scored = [t for t in done if t.status == "COMPLETED" and t.score is not None]
+            best_text = "  no best yet"
+            if scored:
+                best = (max if log.objective.direction == "max" else min)(scored, key=lambda t: t.score)
+                best_text = f"  best so far {best.score:.4f} (trial {best.trial_id})"
+            # the bracket counts finished trials
+            where = f"{len(done)}/{log.max_trials}" if log.max_trials else f"{len(done)}"
+        else:  # a distributed worker's oracle client knows only this worker's trials: no count, no best
+            where, best_text = self.tuner_id, ""
         desc = log.space.trial_loss(trial.hyperparameters.values).describe()
         repeats = Repeats.load(self.get_trial_dir(trial.trial_id))
         if trial.status == "COMPLETED" and trial.score is not None:
@@ -291,11 +299,7 @@ class LosstuneTunerMixin:
             outcome = f"{trial.status}: {message or 'no score'}"
             if traceback_file:
                 outcome += f" (traceback: {traceback_file})"
-        best_text = f"best so far {best.score:.4f} (trial {best.trial_id})" if best else "no best yet"
-        total = f"/{log.max_trials}" if log.max_trials else ""
-        # Trials are named by their id only; the bracket counts finished trials.
-        print(f"[{len(done)}{total}] trial {trial.trial_id}  {desc}  {outcome}  {best_text}", file=log.stream,
-              flush=True)
+        print(f"[{where}] trial {trial.trial_id}  {desc}  {outcome}{best_text}", file=log.stream, flush=True)
 
     def _stop_on_repeated_failure(self):
         """Stop when the first trials all failed with one same reason: the rest would fail the same way."""

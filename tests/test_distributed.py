@@ -22,6 +22,11 @@ SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {root!r})
     import losstune
     from tests.helpers import mlp, tiny_multiclass
+    if os.environ.get("KERASTUNER_TUNER_ID") == "chief":
+        # KerasTuner private (1.4.x): a chief told to stop checks every 20 s whether its workers are done
+        import time, types
+        from keras_tuner.src.distribute import oracle_chief
+        oracle_chief.time = types.SimpleNamespace(sleep=lambda seconds: time.sleep(min(seconds, 0.2)))
     x, y = tiny_multiclass(n=200)
     result = losstune.search(mlp(3, inputs=8), x, y, validation_data=(x, y), space="imbalanced_multiclass",
                              tuner="random", max_trials={trials}, epochs={epochs}, directory={directory!r}, seed=1,
@@ -36,9 +41,11 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _start(tmp_path, tuner_id, port, epochs):
+def _start(tmp_path, tuner_id, port, epochs, text=None):
+    """Start one process of the search; `text`: the script to run (default: SCRIPT, with TRIALS and `epochs`)."""
     script = tmp_path / "search.py"
-    script.write_text(SCRIPT.format(root=str(ROOT), trials=TRIALS, epochs=epochs, directory=str(tmp_path / "runs")))
+    script.write_text(text or SCRIPT.format(root=str(ROOT), trials=TRIALS, epochs=epochs,
+                                            directory=str(tmp_path / "runs")))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1", KERASTUNER_ORACLE_IP="127.0.0.1",
                KERASTUNER_ORACLE_PORT=str(port), KERASTUNER_TUNER_ID=tuner_id)
     log = open(tmp_path / f"{tuner_id}.log", "w")
@@ -49,16 +56,16 @@ def _trial_lines(tmp_path, tuner_id):
     return [l for l in (tmp_path / f"{tuner_id}.log").read_text().splitlines() if l.startswith("[")]
 
 
-def _run(tmp_path, epochs, kill_and_restart=False, timeout=300):
+def _run(tmp_path, epochs, kill_and_restart=False, timeout=300, text=None):
     """Chief + two workers; with kill_and_restart, tuner1 is SIGKILLed in its second trial, and started again
-    with the same id once tuner0 has finished."""
+    with the same id once tuner0 has finished. `text`: another search script (tests/test_population_tuners.py)."""
     port = _free_port()
     procs, codes = {}, {}
     try:
-        procs["chief"] = _start(tmp_path, "chief", port, epochs)
+        procs["chief"] = _start(tmp_path, "chief", port, epochs, text)
         time.sleep(3)
         for worker in ("tuner0", "tuner1"):
-            procs[worker] = _start(tmp_path, worker, port, epochs)
+            procs[worker] = _start(tmp_path, worker, port, epochs, text)
         deadline = time.time() + timeout
         stage = "running" if kill_and_restart else "done"
         while time.time() < deadline and any(p.poll() is None for p, _ in procs.values()):
@@ -70,7 +77,7 @@ def _run(tmp_path, epochs, kill_and_restart=False, timeout=300):
             if stage == "killed" and procs["tuner0"][0].poll() is not None:
                 procs["tuner1"][1].close()
                 (tmp_path / "tuner1.log").rename(tmp_path / "tuner1-killed.log")
-                procs["tuner1"] = _start(tmp_path, "tuner1", port, epochs)
+                procs["tuner1"] = _start(tmp_path, "tuner1", port, epochs, text)
                 stage = "restarted"
             time.sleep(0.5)
         codes.update({name: p.poll() for name, (p, _) in procs.items()})
@@ -114,6 +121,9 @@ def test_chief_and_two_workers_share_one_search(distributed_run):
     assert per_worker["tuner0"] >= 1 and per_worker["tuner1-killed"] >= 1
     assert sum(per_worker.values()) == TRIALS  # every trial was completed once, by a worker
     assert _trial_lines(tmp_path, "chief") == []  # the chief serves the oracle and trains nothing
+    # A worker sees only its own trials: its lines name it instead of counting, and claim no best.
+    assert all(line.startswith("[tuner0] trial ") and "best so far" not in line
+               for line in _trial_lines(tmp_path, "tuner0"))
     result = losstune.SearchResult.from_directory(tmp_path / "runs" / "search")
     assert len(result.completed) == TRIALS and sum(t.is_baseline for t in result.trials) == 1
     exported = json.loads((tmp_path / "runs" / "search" / "best_loss.json").read_text())

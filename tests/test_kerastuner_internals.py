@@ -105,3 +105,23 @@ def test_save_best_epoch_calls_save_model_at_each_better_epoch():
     assert calls == [0.5, 0.7]
     cb.on_epoch_end(4, {"loss": 1.0})  # no objective in the logs: saved at every epoch
     assert len(calls) == 3
+
+
+def test_the_grid_oracle_steps_from_the_trials_in_its_populate_next_list():
+    # A population appends each trial it takes to `_populate_next`, so the grid hands out K points at once.
+    import keras_tuner
+
+    oracle = keras_tuner.oracles.GridSearchOracle(objective="val_loss", max_trials=10)
+    assert oracle._populate_next == []
+    source = inspect.getsource(keras_tuner.oracles.GridSearchOracle)
+    assert "self._populate_next.pop(0)" in source and "self._populate_next.append(trial.trial_id)" in source
+
+
+def test_a_distributed_chief_exits_once_every_tuner_id_was_told_to_stop():
+    # So a population asks under every member id, and each one is told to stop at the end.
+    import keras_tuner
+    from keras_tuner.src.distribute import oracle_chief
+
+    assert "len(oracle.tuner_ids) == 0" in inspect.getsource(oracle_chief)  # exit_chief's condition
+    oracle = keras_tuner.oracles.RandomSearchOracle(objective="val_loss", max_trials=1)
+    assert isinstance(oracle.tuner_ids, set)
