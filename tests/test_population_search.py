@@ -10,8 +10,9 @@ import pytest
 import losstune
 from tests.helpers import mlp, tiny_multiclass
 
-X, Y = tiny_multiclass(n=160, classes=3)
-XV, YV = tiny_multiclass(n=60, classes=3, seed=1)
+X, Y = tiny_multiclass(n=220, classes=3)
+X = X + np.random.default_rng(5).normal(scale=1.5, size=X.shape).astype("float32")  # classes overlap
+X, XV, Y, YV = X[:160], X[160:], Y[:160], Y[160:]  # one draw: the trials' validation scores differ
 
 
 def _search(tmp_path, name, **kw):
@@ -33,6 +34,7 @@ def test_members_are_the_same_trials_with_the_same_scores(serial_and_population)
     assert [t.loss for t in together.trials] == [t.loss for t in serial.trials]
     assert [t.status for t in together.trials] == ["COMPLETED"] * 6
     np.testing.assert_allclose([t.score for t in together.trials], [t.score for t in serial.trials], atol=1e-5)
+    assert np.ptp([t.score for t in serial.trials]) > 0.02  # scores that differ, so equal ones say something
     assert together.best_trial.trial_id == serial.best_trial.trial_id
     assert log.count("] trial ") == 6 and "population: training" not in log
 
