@@ -4,17 +4,24 @@ The same random-search trials (the loss family and its parameter from `overhead.
 run as: plain KerasTuner RandomSearch with Keras's built-in losses and a TensorBoard callback (what a user
 writes by hand, `overhead.py`'s hand-written side), and `losstune.search` at population 1, 8 and 32 (MLP) or
 1 and 16 (Conv2D + BatchNormalization + Dropout). Everything a search does is included: validation every
-epoch, TensorBoard runs with HParams sessions and loss pictures, best-epoch checkpoints, trial files. Runs
-alternate (A B C ..., then B C ... A) so the machine's drift falls on every side alike; the trial sequence is
-checked to be the same on every side. Racing is off (it trains extra repeats a plain search does not have).
+epoch, TensorBoard runs with HParams sessions and loss pictures, best-epoch checkpoints, trial files, the
+report. Each search runs in a fresh Python process, as a user's does (imports and data loading are not timed;
+TensorFlow's first-use costs are, on every side): in one long-lived process KerasTuner's full garbage
+collection before every build walks a heap that grows with each search run before it, which slowed its side
+from 95 s to 157 s within one run of this script. Runs alternate (A B C ..., then B C ... A) so the machine's
+drift falls on every side alike; the trial sequence is checked to be the same on every side. Racing is off (it
+trains extra repeats a plain search does not have).
 
-    python benchmarks/population_search.py            # about 10-20 minutes on 2 cores
+    python benchmarks/population_search.py            # about 15-25 minutes on 2 cores
     python benchmarks/population_search.py --quick
 """
 
 import argparse
 import io
+import json
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -62,25 +69,55 @@ def run_losstune(builder, data, trials, epochs, directory, population):
     return [(t.family, round(float(next(iter(t.params.values()))), 6)) for t in result.trials]
 
 
-def measure(name, builder, data, trials, epochs, sizes, repeats):
-    sides = {"KerasTuner RandomSearch + TensorBoard": lambda d: run_plain(builder, data, trials, epochs, d)}
-    for k in sizes:
-        sides[f"losstune.search population={k}"] = lambda d, k=k: run_losstune(builder, data, trials, epochs, d, k)
-    names, walls, sequences = list(sides), {n: [] for n in sides}, {}
-    run_plain(builder, data, 1, 1, tempfile.mkdtemp())  # warm-up: TensorFlow's first traces, imports
+def one_search(case, side, trials, epochs):
+    """One search in this (fresh) process: (wall seconds, the trial sequence)."""
+    name, builder, data = CASES[case]()
+    directory = tempfile.mkdtemp()
+    start = time.perf_counter()
+    if side == "plain":
+        sequence = run_plain(builder, data, trials, epochs, directory)
+    else:
+        sequence = run_losstune(builder, data, trials, epochs, directory, int(side))
+    wall = time.perf_counter() - start
+    shutil.rmtree(directory, ignore_errors=True)
+    return wall, sequence
+
+
+def measure(case, trials, epochs, sizes, repeats):
+    name = CASES[case]()[0]
+    sides = {"plain": "KerasTuner RandomSearch + TensorBoard"}
+    sides.update({str(k): f"losstune.search population={k}" for k in sizes})
+    keys, walls, sequences = list(sides), {k: [] for k in sides}, {}
     for repeat in range(repeats):
-        for n in names[repeat % len(names):] + names[:repeat % len(names)]:
-            directory = tempfile.mkdtemp()
-            start = time.perf_counter()
-            sequences[n] = sides[n](directory)
-            walls[n].append(time.perf_counter() - start)
-            shutil.rmtree(directory, ignore_errors=True)
-            print(f"  {name}: {n}: {walls[n][-1]:.1f} s", flush=True)
-    same = len({tuple(s) for s in sequences.values()}) == 1
-    base = trials / np.median(walls[names[0]]) * 60
-    rows = [(name, n, f"{np.median(w):.1f}", f"{trials / np.median(w) * 60:.1f}",
-             f"{trials / np.median(w) * 60 / base:.2f}x") for n, w in walls.items()]
+        for key in keys[repeat % len(keys):] + keys[:repeat % len(keys)]:
+            proc = subprocess.run([sys.executable, __file__, "--one", case, key, str(trials), str(epochs)],
+                                  capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                raise SystemExit(f"{name}: {sides[key]} failed:\n{proc.stderr[-3000:]}")
+            found = json.loads(proc.stdout.strip().splitlines()[-1])
+            walls[key].append(found["wall"])
+            sequences[key] = found["sequence"]
+            print(f"  {name}: {sides[key]}: {found['wall']:.1f} s", flush=True)
+    same = len({json.dumps(s) for s in sequences.values()}) == 1
+    base = trials / np.median(walls["plain"]) * 60
+    rows = [(name, sides[k], f"{np.median(w):.1f}", " ".join(f"{v:.1f}" for v in w),
+             f"{trials / np.median(w) * 60:.1f}", f"{trials / np.median(w) * 60 / base:.2f}x")
+            for k, w in walls.items()]
     return rows, same
+
+
+def _digits():
+    digits = load_digits()
+    x, y = (digits.data / 16).astype("float32"), digits.target
+    return ((x[:1400], y[:1400]), (x[1400:], y[1400:]))
+
+
+def _images():
+    (x, y), (xv, yv) = _digits()
+    return ((x.reshape(-1, 8, 8, 1), y), (xv.reshape(-1, 8, 8, 1), yv))
+
+
+CASES = {"mlp": lambda: ("MLP", mlp, _digits()), "conv": lambda: ("Conv2D+BN+Dropout", conv, _images())}
 
 
 def main():
@@ -88,27 +125,29 @@ def main():
     parser.add_argument("--quick", action="store_true", help="4 trials x 1 epoch, population 1 and 4")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--models", default="mlp,conv", help="which cases to run: mlp, conv (default: both)")
+    parser.add_argument("--one", nargs=4, metavar=("CASE", "SIDE", "TRIALS", "EPOCHS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    digits = load_digits()
-    x, y = (digits.data / 16).astype("float32"), digits.target
-    flat = ((x[:1400], y[:1400]), (x[1400:], y[1400:]))
-    images = ((flat[0][0].reshape(-1, 8, 8, 1), flat[0][1]), (flat[1][0].reshape(-1, 8, 8, 1), flat[1][1]))
+    if args.one:  # a child process: one search, its time and trial sequence as one JSON line
+        case, side, trials, epochs = args.one
+        wall, sequence = one_search(case, side, int(trials), int(epochs))
+        print(json.dumps({"wall": wall, "sequence": sequence}))
+        return
     print(_common.machine())
     if args.quick:
-        cases = [("MLP", mlp, flat, 4, 1, (1, 4))]
+        cases = [("mlp", 4, 1, (1, 4))]
     else:
-        cases = [("MLP", mlp, flat, 32, 5, (1, 8, 32)), ("Conv2D+BN+Dropout", conv, images, 16, 5, (1, 16))]
-        wanted = {"mlp": "MLP", "conv": "Conv2D+BN+Dropout"}
-        cases = [c for c in cases if c[0] in {wanted[m] for m in args.models.split(",")}]
+        cases = [("mlp", 32, 5, (1, 8, 32)), ("conv", 16, 5, (1, 16))]
+        cases = [c for c in cases if c[0] in args.models.split(",")]
     rows, all_same = [], True
-    for name, builder, data, trials, epochs, sizes in cases:
-        print(f"{name}: {trials} trials x {epochs} epochs, 1,400 training / 397 validation digits, batch 32",
-              flush=True)
-        found, same = measure(name, builder, data, trials, epochs, sizes, args.repeats)
+    for case, trials, epochs, sizes in cases:
+        print(f"{CASES[case]()[0]}: {trials} trials x {epochs} epochs, 1,400 training / 397 validation digits, "
+              f"batch 32, each search in a fresh process, {args.repeats} repeat(s)", flush=True)
+        found, same = measure(case, trials, epochs, sizes, args.repeats)
         rows += found
         all_same &= same
     print()
-    print(_common.table(rows, ("model", "search", "wall s (median)", "trials / minute", "vs KerasTuner")))
+    print(_common.table(rows, ("model", "search", "wall s (median)", "each run", "trials / minute",
+                               "vs KerasTuner")))
     print(f"\nsame trial sequence on every side: {'yes' if all_same else 'NO'}")
 
 
