@@ -32,6 +32,7 @@ def main():
     split = datasets.digit_pairs(n_train=pairs, n_val=pairs // 3, n_test=pairs // 3, seed=0)
     result = losstune.search(build_model, split.x_train, split.y_train, validation_data=(split.x_val, split.y_val),
                              space="metric_learning", tuner="bayesian", max_trials=trials, epochs=epochs,
+                             population=4,  # 4 trials trained at once, vectorized (two-input model too)
                              directory=args.directory, overwrite=True)
     print(result.table())
     print(f"best margin: {result.best_trial.params['margin']:.3f}")
