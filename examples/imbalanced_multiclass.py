@@ -1,6 +1,6 @@
 """Long-tailed digits (imbalance 50:1): search the loss, then train with it and compare on the test set.
 
-    python examples/imbalanced_multiclass.py            # 20 trials, 40 epochs (a few minutes on 2 cores)
+    python examples/imbalanced_multiclass.py            # 20 trials, 40 epochs (about a minute on 2 cores)
     python examples/imbalanced_multiclass.py --fast     # a smoke run
 """
 
