@@ -91,15 +91,15 @@ def test_importance_recovers_a_planted_top_level_effect(effect, strong, weak):
 
 @pytest.mark.parametrize("categorical", [(), (0,)])
 def test_held_out_drops_equal_scikit_learns_permutation_importance(categorical):
-    # losstune makes the shuffled copies itself to predict them in one call per forest; the numbers must be
-    # scikit-learn's own permutation importance on the cross-fitted model.
+    # losstune makes the shuffled copies itself to predict them in one call per tree; the numbers must be
+    # scikit-learn's own permutation importance on the out-of-bag model.
     from sklearn.inspection import permutation_importance
 
     rng = np.random.default_rng(3)
     x = np.column_stack([rng.integers(0, 3, 23), rng.uniform(0, 1, 23), rng.uniform(0, 1, 23)]).astype(float)
     y = 0.3 * x[:, 0] + x[:, 1] + rng.normal(0, 0.05, 23)
     drops, explained = importance._held_out_drops(x, y, categorical)
-    model = importance._cross_fitted(categorical).fit(x, y)
+    model = importance._out_of_bag(categorical).fit(x, y)
     reference = permutation_importance(model, x, y, scoring="r2", n_repeats=importance.N_SHUFFLES,
                                        random_state=importance.SEED, n_jobs=1)
     np.testing.assert_allclose(drops, reference.importances, rtol=1e-12, atol=1e-12)
