@@ -71,7 +71,8 @@ def run_losstune(builder, data, trials, epochs, directory, population):
 
 def one_search(case, side, trials, epochs):
     """One search in this (fresh) process: (wall seconds, the trial sequence)."""
-    name, builder, data = CASES[case]()
+    _, builder, data = CASES[case]
+    data = data()
     directory = tempfile.mkdtemp()
     start = time.perf_counter()
     if side == "plain":
@@ -84,7 +85,7 @@ def one_search(case, side, trials, epochs):
 
 
 def measure(case, trials, epochs, sizes, repeats):
-    name = CASES[case]()[0]
+    name = CASES[case][0]
     sides = {"plain": "KerasTuner RandomSearch + TensorBoard"}
     sides.update({str(k): f"losstune.search population={k}" for k in sizes})
     keys, walls, sequences = list(sides), {k: [] for k in sides}, {}
@@ -117,7 +118,7 @@ def _images():
     return ((x.reshape(-1, 8, 8, 1), y), (xv.reshape(-1, 8, 8, 1), yv))
 
 
-CASES = {"mlp": lambda: ("MLP", mlp, _digits()), "conv": lambda: ("Conv2D+BN+Dropout", conv, _images())}
+CASES = {"mlp": ("MLP", mlp, _digits), "conv": ("Conv2D+BN+Dropout", conv, _images)}  # name, builder, data
 
 
 def main():
@@ -140,7 +141,7 @@ def main():
         cases = [c for c in cases if c[0] in args.models.split(",")]
     rows, all_same = [], True
     for case, trials, epochs, sizes in cases:
-        print(f"{CASES[case]()[0]}: {trials} trials x {epochs} epochs, 1,400 training / 397 validation digits, "
+        print(f"{CASES[case][0]}: {trials} trials x {epochs} epochs, 1,400 training / 397 validation digits, "
               f"batch 32, each search in a fresh process, {args.repeats} repeat(s)", flush=True)
         found, same = measure(case, trials, epochs, sizes, args.repeats)
         rows += found

@@ -11,8 +11,9 @@ trials), so the estimate is made in scopes:
 Method: scikit-learn's `RandomForestRegressor` (50 trees) fitted to the trial means, and permutation importance
 (as `sklearn.inspection.permutation_importance` computes it) on out-of-bag predictions: each trial is predicted
 by the trees whose bootstrap sample left it out (Breiman 2001), and a parameter's importance is how much that
-held-out R^2 drops when the parameter's column is shuffled across all the scope's trials (10 shuffles). Categorical columns (the family,
-a parameter's string values) are one-hot encoded inside the model and shuffled as one column. `share`
+held-out R^2 drops when the parameter's column is shuffled across all the scope's trials (10 shuffles).
+Categorical columns (the family, a parameter's string values) are one-hot encoded inside the model and shuffled
+as one column. `share`
 normalises the positive drops to sum to 1 within a scope (the fraction of the explained variation);
 `explained` is the held-out R^2 itself: how much of the score's variance the searched parameters explain at all
 on trials the forests did not see (below `NOISE_R2`, 0.1: the scores look like noise with respect to these
@@ -309,9 +310,9 @@ def estimate(obs: Observations, min_trials=MIN_TRIALS) -> ImportanceGroup:
 def _held_out_drops(x, y, categorical=()):
     """(drops, R^2): per feature and shuffle, the drop in held-out R^2 when the feature is shuffled across all
     the scope's trials, and the held-out R^2 itself. Each trial is predicted by the trees that did not see it
-    (`_OutOfBag`), so a column is shuffled over every trial at once. Categorical columns (the family, a parameter's
-    string values) are one-hot encoded inside the model, so a category in the middle of the codes costs no
-    extra split, and a shuffle still moves the whole categorical column."""
+    (`_OutOfBag`), so a column is shuffled over every trial at once. Categorical columns (the family, a
+    parameter's string values) are one-hot encoded inside the model, so a category in the middle of the codes
+    costs no extra split, and a shuffle still moves the whole categorical column."""
     from sklearn.metrics import r2_score
 
     model = _out_of_bag(categorical).fit(x, y)
@@ -361,15 +362,16 @@ def _out_of_bag_class():
             forest = RandomForestRegressor(n_estimators=N_TREES, random_state=SEED, n_jobs=1)
             if not self.categorical:
                 return forest
-            encode = ColumnTransformer([("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False), list(self.categorical))],
-                                       remainder="passthrough")
+            onehot = OneHotEncoder(handle_unknown="ignore", sparse_output=False)
+            encode = ColumnTransformer([("onehot", onehot, list(self.categorical))], remainder="passthrough")
             return make_pipeline(encode, forest)
 
         def fit(self, x, y):
-            self.model_ = self._forest().fit(x, y)
-            forest = self.model_[-1] if self.categorical else self.model_
-            self.oob_ = np.ones((len(forest.estimators_), len(y)), bool)  # tree t did not see row i
-            for t, rows in enumerate(forest.estimators_samples_):
+            model = self._forest().fit(x, y)
+            # the encoder (None without categorical columns) and the forest, as `predict_copies` uses them
+            self.encode_, self.forest_ = (model[:-1], model[-1]) if self.categorical else (None, model)
+            self.oob_ = np.ones((len(self.forest_.estimators_), len(y)), bool)  # tree t did not see row i
+            for t, rows in enumerate(self.forest_.estimators_samples_):
                 self.oob_[t, rows] = False
             self.n_rows_ = len(y)
             return self
@@ -383,12 +385,11 @@ def _out_of_bag_class():
             if any(len(x) != self.n_rows_ for x in copies):
                 raise ValueError("an out-of-bag model predicts the rows it was fitted on, in their order")
             stacked = np.concatenate(copies)
-            forest = self.model_
-            if self.categorical:
-                stacked, forest = self.model_[:-1].transform(stacked), self.model_[-1]
+            if self.encode_ is not None:
+                stacked = self.encode_.transform(stacked)
             stacked = np.asarray(stacked, dtype=np.float32)
-            trees = np.stack([tree.predict(stacked) for tree in forest.estimators_])
-            trees = trees.reshape(len(forest.estimators_), len(copies), self.n_rows_)
+            trees = np.stack([tree.predict(stacked) for tree in self.forest_.estimators_])
+            trees = trees.reshape(len(self.forest_.estimators_), len(copies), self.n_rows_)
             held_out = self.oob_[:, None, :]
             counts = held_out.sum(axis=0)
             return np.where(counts > 0, (trees * held_out).sum(axis=0) / np.maximum(counts, 1), trees.mean(axis=0))

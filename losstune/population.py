@@ -676,6 +676,7 @@ class _Population:
                 v.assign(value[k])
             for i, (v, value) in enumerate(zip(model.non_trainable_variables, n_vals)):
                 v.assign(value if i in self.shared else value[k])
+
     def _build_members(self, x, y):
         """Build each member's compiled loss and metrics (they create their variables on first use, which
         must not happen inside a traced step) and reset them. Members start from the same weights, so one
