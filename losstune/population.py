@@ -430,7 +430,8 @@ class _Group:
                 values = [kw[name] for kw in kwargs]
                 if _numeric(value) and any(not np.array_equal(np.asarray(v), np.asarray(value)) for v in values):
                     self.params[name] = np.stack([np.asarray(v, dtype=keras.config.floatx()) for v in values])
-        self.mapped = True
+        # A member alone is computed as it is: mapping it would only add a vectorized copy to the trace.
+        self.mapped = len(self.indices) > 1
         self.results_mapped = True
 
     def describe(self):

@@ -178,6 +178,23 @@ def render_curves(curves, height=200, width=300):
     return img
 
 
+def _write_image(tag, image, description=None):
+    """An RGB picture (uint8, H x W x 3) at step 0 of the default writer, as `tf.summary.image` writes it, with
+    the PNG encoded by Pillow: `tf.summary.image` runs TensorFlow's encoder under a `map_fn`, 10 ms a picture
+    inside a search (measured: 0.4 s of a 32-trial search at population 32)."""
+    import io
+
+    from PIL import Image
+    from tensorboard.plugins.image import metadata
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    height, width = image.shape[:2]
+    tf = _tf()
+    tf.summary.write(tag, tf.constant([str(width).encode(), str(height).encode(), buffer.getvalue()]), step=0,
+                     metadata=metadata.create_summary_metadata(display_name=None, description=description))
+
+
 def write_trial_loss(trial_dir, loss, task, num_outputs, from_logits, description):
     """The trial's loss in its run: a picture of it along the task's axis (see tasks.py), and its class weights
     flattened to one scalar each."""
@@ -186,7 +203,7 @@ def write_trial_loss(trial_dir, loss, task, num_outputs, from_logits, descriptio
     weights = loss.get_config().get("class_weights") or []
     with tf.summary.create_file_writer(trial_dir).as_default():
         if curve is not None:
-            tf.summary.image("loss_curve", render_curves(curve[1])[None], step=0, description=description)
+            _write_image("loss_curve", render_curves(curve[1]), description)
         for c, weight in enumerate(weights):
             tf.summary.scalar(f"class_weights/class_{c}", float(weight), step=0)
 
@@ -204,4 +221,4 @@ def write_summary(logdir, rows_markdown, best_score, baseline_score, texts=None,
         for tag, markdown in (texts or {}).items():
             tf.summary.text(tag, markdown, step=0)
         for tag, image in (images or {}).items():
-            tf.summary.image(tag, np.asarray(image, np.uint8)[None], step=0)
+            _write_image(tag, np.asarray(image, np.uint8))

@@ -511,12 +511,12 @@ def _frozen_heap():
     KerasTuner runs two full collections before every trial (`clear_session`'s and its own); each walks the
     whole TensorFlow heap, about 0.35 s per collection on 2 cores. Frozen objects are still freed when their
     reference count drops; only cycles among them wait for `gc.unfreeze()` at the end. A caller that froze the
-    heap itself is left alone.
+    heap itself is left alone. No collection runs before the freeze (a full one takes 0.36 s there): what is
+    already garbage is only kept until `gc.unfreeze()`.
     """
     if gc.get_freeze_count():
         yield
         return
-    gc.collect()
     gc.freeze()
     try:
         yield

@@ -92,3 +92,23 @@ def test_loss_curve_follows_the_loss():
     image = tb.render_curves([curve])
     assert image.shape == (200, 300, 3) and image.dtype == np.uint8
     assert (image != 255).any()
+
+
+def test_pictures_are_written_as_tf_summary_image_writes_them(tmp_path):
+    import tensorflow as tf
+
+    image = tb.render_curves([np.linspace(2.0, 0.1, 50), np.linspace(0.5, 1.5, 50)])
+    with tf.summary.create_file_writer(str(tmp_path / "ours")).as_default():
+        tb._write_image("picture", image, "what it shows")
+    with tf.summary.create_file_writer(str(tmp_path / "tf")).as_default():
+        tf.summary.image("picture", image[None], step=0, description="what it shows")
+    mux = event_multiplexer.EventMultiplexer()
+    mux.AddRunsFromDirectory(str(tmp_path))
+    mux.Reload()
+    ours, reference = mux.Tensors("ours", "picture")[0], mux.Tensors("tf", "picture")[0]
+    assert ours.step == reference.step == 0
+    assert mux.SummaryMetadata("ours", "picture") == mux.SummaryMetadata("tf", "picture")  # the image plugin's
+    ours, reference = tensor_util.make_ndarray(ours.tensor_proto), tensor_util.make_ndarray(reference.tensor_proto)
+    assert list(ours[:2]) == list(reference[:2]) == [b"300", b"200"]  # width, height
+    np.testing.assert_array_equal(tf.io.decode_png(ours[2]).numpy(), image)
+    np.testing.assert_array_equal(tf.io.decode_png(ours[2]).numpy(), tf.io.decode_png(reference[2]).numpy())
