@@ -125,3 +125,33 @@ def test_a_distributed_chief_exits_once_every_tuner_id_was_told_to_stop():
     assert "len(oracle.tuner_ids) == 0" in inspect.getsource(oracle_chief)  # exit_chief's condition
     oracle = keras_tuner.oracles.RandomSearchOracle(objective="val_loss", max_trials=1)
     assert isinstance(oracle.tuner_ids, set)
+
+
+def test_bayesian_proposals_of_one_round_see_the_running_ones(tmp_path):
+    # A population takes K trials from the Bayesian oracle before any of them ends. KerasTuner fits its Gaussian
+    # process on the completed trials plus a pessimistic guess for each running one
+    # (`BayesianOptimizationOracle._vectorize_trials` reads `ongoing_trials`), so the members of one round are
+    # kept apart as a constant-liar scheme keeps them; without it all K proposals would be the same point.
+    import keras_tuner
+    import numpy as np
+
+    hps = keras_tuner.HyperParameters()
+    hps.Float("x", 0.0, 1.0)
+    oracle = keras_tuner.oracles.BayesianOptimizationOracle(
+        objective=keras_tuner.Objective("score", "max"), max_trials=10, num_initial_points=2,
+        hyperparameters=hps, seed=1)
+    oracle._set_project_dir(str(tmp_path), "p")  # as a tuner sets it
+    for k, x in enumerate([0.2, 0.8]):
+        trial = oracle.create_trial(f"start{k}")
+        trial.hyperparameters.values["x"] = x
+        oracle.update_trial(trial.trial_id, {"score": x}, step=0)
+        trial.status = keras_tuner.engine.trial.TrialStatus.COMPLETED
+        oracle.end_trial(trial)
+    fitted = []
+    fit = oracle.gpr.fit
+    oracle.gpr.fit = lambda x, y: (fitted.append(len(x)), fit(x, y))[1]
+    proposals = [oracle.create_trial(f"member{k}").hyperparameters.values["x"] for k in range(3)]
+    assert fitted == [2, 3, 4]  # the completed trials, then one more guess per member already taken
+    # Apart: fitted on the completed trials alone, the three proposals fall within 0.01 of each other.
+    gaps = np.diff(np.sort(proposals))
+    assert gaps.min() > 0.1, proposals
