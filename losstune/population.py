@@ -9,7 +9,10 @@ in one multi-output model (measured: 1.6x against 8.7x at K = 8).
 Every member stays a real trial:
 
 * its own compiled `keras.Model` (loss, metrics, optimizer config); after training it holds the member's
-  final weights, and at each epoch end its current weights, for ordinary Keras callbacks;
+  final weights, and at each epoch end its current weights and step count, for ordinary Keras callbacks.
+  The population's stacked state, not the model's own optimizer and metric objects, trains and scores it:
+  those are left unbuilt (building K of them cost 0.9 s of a 32-trial search), so a member's checkpoint holds
+  its weights alone, which is what KerasTuner's `load_model` restores from any trial's checkpoint;
 * its own loss and metrics. Members whose losses differ only in numbers (focal with different gammas,
   cross-entropy with different class weights) form a group whose loss is mapped over a vector of those
   numbers; each group is traced once per population, whatever its size. A loss that branches in Python on
@@ -60,7 +63,7 @@ class Member:
     Attributes:
         model: the member's compiled `keras.Model` (its own loss, metrics and a fresh optimizer). All members
             of a population come from the same builder and seed; after training it holds the member's final
-            weights (at each epoch end, its current weights, for callbacks) and its optimizer's state.
+            weights (at each epoch end, its current weights and its optimizer's step count, for callbacks).
         callbacks: `keras.callbacks.Callback` objects for this member alone. They get `on_train_begin`,
             `on_epoch_begin`, `on_test_begin`/`on_test_end`, `on_epoch_end(epoch, logs)` and `on_train_end`
             with the member's own logs; batch-level hooks are not called. A callback that sets
@@ -267,7 +270,7 @@ def train_population(members, x, y, *, validation_data=None, epochs, batch_size,
 
     Returns:
         `members`, with `history`, `failure` and `stopped_epoch` filled and each model holding its final
-        weights.
+        weights (see `Member`).
     """
     members = list(members) if isinstance(members, (list, tuple)) else members
     if not isinstance(members, list) or not members or not all(isinstance(m, Member) for m in members):
@@ -401,7 +404,6 @@ def _run(engine, members, order, validation_data, epochs, batch_size, verbose):
         if verbose:
             print(f"population epoch {epoch + 1}/{epochs}: {len(active)} of {len(members)} members training, "
                   f"{time.perf_counter() - start:.2f}s", flush=True)
-    engine.finish(active)
     for k in active:
         lists[k].on_train_end(logs[k])
     return members
@@ -492,8 +494,7 @@ def _signature(model):
                                    config.get("loss_weights")], sort_keys=True, default=repr)
     except Exception:  # metrics Keras cannot describe: this member is a group of its own
         metrics_part = f"model {id(model)}"
-    shapes = tuple(tuple(v.shape) for v in model.metrics_variables)
-    return loss_part, metrics_part, shapes
+    return loss_part, metrics_part
 
 
 def _make_groups(models):
@@ -654,13 +655,15 @@ class _Population:
         self.template = self.models[0]
         self.size = len(members)
         self.x, self.y = x, y
-        self._build_members(x, y)
+        self._built = set()
+        self._probe(x, y)
         self.groups = _make_groups(self.models)
         order = [k for g in self.groups for k in g.indices]
         # Losses come out group by group; this puts them back in member order.
         self.inverse = None if order == list(range(self.size)) else np.argsort(order).astype("int32")
         for g in self.groups:
             g.take = None if g.indices == list(range(self.size)) else np.asarray(g.indices, "int32")
+        self._build([g.model for g in self.groups])
         self.shared = self._shared_seed_states()
         self.forward = _Forward(self.template, self.shared)
         self._reported = set()
@@ -678,18 +681,29 @@ class _Population:
             for i, (v, value) in enumerate(zip(model.non_trainable_variables, n_vals)):
                 v.assign(value if i in self.shared else value[k])
 
-    def _build_members(self, x, y):
-        """Build each member's compiled loss and metrics (they create their variables on first use, which
-        must not happen inside a traced step) and reset them. Members start from the same weights, so one
-        member's predictions serve all."""
+    def _probe(self, x, y):
+        """A tiny batch, the initial predictions on it (members start from the same weights, so one member's
+        serve all) and each member's compiled loss built on it (grouping reads the built loss)."""
         self._probe_x = keras.tree.map_structure(lambda a: a[:2], x)
         self._probe_y = y[:2]
         kwargs = {"training": False} if self.template._call_has_training_arg else {}
         self._probe_pred = self.template(self._probe_x, **kwargs)
         for model in self.models:
             model.compute_loss(self._probe_x, self._probe_y, self._probe_pred, None, training=False)
+
+    def _build(self, models):
+        """Build the compiled loss and metrics of `models` (they create their variables on first use, which
+        must not happen inside a traced step) and reset them. Only the models that compute are built: a
+        mapped group's first model, every model of a group computed one by one."""
+        for model in models:
+            if id(model) in self._built:
+                continue
             model.compute_metrics(self._probe_x, self._probe_y, self._probe_pred, None)
             model.reset_metrics()
+            self._built.add(id(model))
+
+    def _build_unmapped(self):
+        self._build([model for g in self.groups if not g.mapped for model in g.models])
 
     def _shared_seed_states(self):
         """Indices of the non-trainable variables that are seed-generator states equal in all members."""
@@ -726,6 +740,7 @@ class _Population:
                 self._trace_probe(mapped, preds)
             except Exception:  # Python branching on a hyperparameter, or an op that takes no tensor there
                 g.mapped = False
+        self._build_unmapped()
 
     def _group_losses(self, g, x, y, preds, extra, state, *, training):
         """Losses (one per member of `g`) and updated metric states of the group's members."""
@@ -793,6 +808,7 @@ class _Population:
                     out[k] = {name: _py(value[j]) for name, value in results.items()}
                 else:
                     model = self.models[k]
+                    self._build([model])
                     for v, value in zip(model.metrics_variables, self._metric_values(g)):
                         v.assign(value[j])
                     out[k] = {name: _py(value) for name, value in model.get_metrics_result().items()}
@@ -816,19 +832,6 @@ class _Population:
         count = int(np.asarray(self._optimizer_value(position)))
         for k in indices:
             self.models[k].optimizer.iterations.assign(count)
-
-    def finish(self, indices):
-        """At the end, as after `fit`: each member's optimizer holds its slice of the shared optimizer's
-        state and its metrics hold their last (validation) state."""
-        o_vals = self._optimizer_values()
-        for k in indices:
-            _write_optimizer(self.models[k], o_vals, k, self.size)
-        for g in self.groups:
-            values = self._metric_values(g)
-            for j, k in enumerate(g.indices):
-                if k in indices:
-                    for v, value in zip(self.models[k].metrics_variables, values):
-                        v.assign(value[j])
 
     def _initial_metric_state(self, g):
         g.model.reset_metrics()
@@ -859,21 +862,6 @@ def _read(variable):
     import tensorflow as tf
 
     return tf.convert_to_tensor(variable.value)
-
-
-def _write_optimizer(model, stacked_values, k, size):
-    """The member's slice of the shared optimizer's variables (step count, moments ...) into its own
-    optimizer, which is built on its model's weights on first use."""
-    opt = model.optimizer
-    if not opt.built:
-        opt.build(model.trainable_variables)
-    if len(opt.variables) != len(stacked_values):
-        return  # a layout we do not know how to split: leave the member's optimizer as it is
-    for v, value in zip(opt.variables, stacked_values):
-        if tuple(value.shape) == tuple(v.shape):
-            v.assign(value)
-        elif value.shape[:1] == (size,) and tuple(value.shape[1:]) == tuple(v.shape):
-            v.assign(value[k])
 
 
 def _stack_variables(models, variables_of, shared=()):
@@ -935,6 +923,7 @@ class _TFPopulation(_Population):
             if any(g.mapped for g in self.groups):  # a loss or metric that does not map: one by one
                 for g in self.groups:
                     g.mapped = False
+                self._build_unmapped()
                 try:
                     self._trace()
                     error = None
@@ -1040,9 +1029,6 @@ class _TFPopulation(_Population):
             alive = self.alive.numpy()
             alive[list(indices)] = False
             self.alive.assign(alive)
-
-    def _optimizer_values(self):
-        return [v.numpy() for v in self.optimizer.variables]
 
     def _optimizer_value(self, i):
         return self.optimizer.variables[i].numpy()
@@ -1151,9 +1137,6 @@ class _JaxPopulation(_Population):
     def freeze(self, indices):
         if indices:
             self.alive = self.alive.at[np.asarray(indices)].set(False)
-
-    def _optimizer_values(self):
-        return [np.asarray(v) for v in self.opt_state]
 
     def _optimizer_value(self, i):
         return self.opt_state[i]

@@ -160,14 +160,10 @@ def test_mlp_members_match_solo_fits(mlp_population):
     values = [float(tf.make_ndarray(e.tensor_proto)) for e in val.Tensors("epoch_loss")]
     assert steps == [7, 14]
     np.testing.assert_allclose(values, members[1].history["val_loss"], rtol=1e-6)
-    # As after fit: each member's optimizer holds its own state, its metrics the last validation state.
-    model = solos[2][0]
+    # The member's step count is fit's (callbacks log against it); the population's own optimizer and metric
+    # state trained and scored it, so the member's optimizer holds no moments.
     assert int(members[2].model.optimizer.iterations.numpy()) == 14
-    for v, w in zip(model.optimizer.variables, members[2].model.optimizer.variables):
-        np.testing.assert_allclose(np.asarray(w), np.asarray(v), rtol=0, atol=ATOL)
-    expected = {k: float(v) for k, v in model.get_metrics_result().items()}
-    got = {k: float(v) for k, v in members[2].model.get_metrics_result().items()}
-    assert got == pytest.approx(expected, rel=RTOL)
+    assert not members[2].model.optimizer.built
 
 
 def test_conv_batchnorm_dropout_members_match_solo_fits():

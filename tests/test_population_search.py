@@ -2,6 +2,7 @@
 
 import io
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -48,6 +49,26 @@ def test_members_have_their_own_runs_checkpoints_and_repeats(serial_and_populati
         runs = os.listdir(os.path.join(together.directory, "logs", t.trial_id, "execution0"))
         assert {"train", "validation"} <= set(runs)
     assert isinstance(together.best_loss, keras.losses.Loss)
+
+
+def test_a_members_checkpoint_restores_as_the_serial_trials(serial_and_population):
+    # What KerasTuner's `load_model` does: a fresh build, compiled, then `load_weights`.
+    # A serial checkpoint also holds optimizer moments, which that fresh model skips with a warning; a member's
+    # holds its weights alone and loads without one.
+    (serial, _), (together, _) = serial_and_population
+    loaded = {}
+    for name, result in (("serial", serial), ("population", together)):
+        model = mlp(3, inputs=8)()
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        path = os.path.join(result.directory, f"trial_{result.best_trial.trial_id}", "checkpoint.weights.h5")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model.load_weights(path)
+        loaded[name] = (model.get_weights(), [str(w.message) for w in caught])
+    assert any("Skipping variable loading for optimizer" in m for m in loaded["serial"][1])
+    assert loaded["population"][1] == []
+    for a, b in zip(loaded["serial"][0], loaded["population"][0]):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-5)
 
 
 class CustomStep(keras.Model):
