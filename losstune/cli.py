@@ -25,6 +25,16 @@ class UsageError(Exception):
     """A problem with the command line's input: reported in one line, exit status 2."""
 
 
+def _population(text):
+    """--population: an integer, or "auto"."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1 or auto, got {text!r}") from None
+
+
 def _parser():
     parser = argparse.ArgumentParser(
         prog="losstune",
@@ -56,8 +66,9 @@ def _parser():
         p.add_argument("--race", type=int, default=3,
                        help="the N best trials get repeats until each has 3, then the pick: the best mean, or a "
                             "simpler loss within one standard error (0: off; default: %(default)s)")
-        p.add_argument("--population", type=int, default=population,
-                       help="train K trials at once, vectorized over stacked weights (default: %(default)s)")
+        p.add_argument("--population", type=_population, default=population,
+                       help="train K trials at once, vectorized over stacked weights; auto: as many as fit "
+                            "(default: %(default)s)")
         p.add_argument("--prune", choices=["median"], default=None,
                        help="stop a trial whose objective falls below the median of earlier trials at the same epoch")
         p.add_argument("--confirm-seeds", type=int, default=0,

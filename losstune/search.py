@@ -21,7 +21,7 @@ from losstune import tuner as tuner_module
 from losstune.hypermodel import LossHyperModel
 from losstune.lossspace import LossSpace
 from losstune.result import SearchContext, SearchResult
-from losstune.population import Member, vectorizable
+from losstune.population import Member, auto_size, vectorizable
 from losstune.pruning import PRUNERS
 from losstune.stats import SCORE_RULES, curve_score, paired_difference
 
@@ -104,15 +104,38 @@ def _probe_model(hypermodel, features):
     return outputs[0], getattr(last, "__name__", None)
 
 
-def _population_size(size, hypermodel, stream):
-    """`size`, or 1 with one line saying why when the baseline's model cannot be trained as a population."""
+def _population_arg(value):
+    if isinstance(value, str):
+        if value != "auto":
+            raise ValueError(f"`population` must be an integer >= 1 or \"auto\", got {value!r}.")
+        return value
+    return _positive_int("population", value)
+
+
+def _population_size(size, hypermodel, stream, *, tuner_cls, max_trials, batch_size, dataset):
+    """The population size: `size`, or for "auto" `population.auto_size` within the tuner's limit; 1, with one
+    line saying why, when the baseline's model cannot be trained as a population."""
     if size == 1:
         return 1
-    hp = keras_tuner.HyperParameters()
-    reason = vectorizable(hypermodel.build(hp))
-    if reason:
-        print(f"population: training trials one by one: {reason}", file=stream, flush=True)
+    why_not = None
+    if size == "auto" and issubclass(tuner_cls, keras_tuner.Hyperband):
+        why_not = "Hyperband gives its trials different epoch budgets"
+    elif size == "auto" and dataset:
+        why_not = "x is a tf.data.Dataset (a population draws its batches from arrays)"
+    else:
+        model = hypermodel.build(keras_tuner.HyperParameters())
+        why_not = vectorizable(model)
+    if why_not:
+        print(f"population: training trials one by one: {why_not}", file=stream, flush=True)
         return 1
+    if size != "auto":
+        return size
+    limit = max_trials
+    if issubclass(tuner_cls, keras_tuner.BayesianOptimization):
+        # A round's members see only a pessimistic guess of each other's scores: keep at least 4 rounds.
+        limit = max(2, max_trials // 4)
+    size, why = auto_size(model, batch_size, limit)
+    print(f"population: auto: {size} trials at once ({why})", file=stream, flush=True)
     return size
 
 
@@ -221,7 +244,9 @@ def search(
             (population.py), each member an ordinary trial with the same initial weights, data order and
             result as when trained alone. Needs arrays (not a tf.data.Dataset) and equal epochs for every
             trial (not Hyperband); a model or optimizer that cannot be vectorized trains serially, with one
-            line saying why.
+            line saying why. "auto": as many as `max_trials`, at most 32, a quarter of `max_trials` with
+            Bayesian optimization, and as many as fit in half the free memory (`population.auto_size`); 1
+            where a population cannot run.
     """
     # 1. check: every argument and the data, before anything trains
     stream = stream or sys.stdout
@@ -233,7 +258,7 @@ def search(
     race = _positive_int("race", race, minimum=0)
     if folds is not None:
         folds = _positive_int("folds", folds, minimum=2)
-    population = _positive_int("population", population)
+    population = _population_arg(population)
     if prune is not None and prune not in PRUNERS:
         raise ValueError(f"`prune` must be None or one of {list(PRUNERS)}, got {prune!r}.")
     if score not in SCORE_RULES:
@@ -243,10 +268,10 @@ def search(
     tuner_cls = tuner_module.tuner_class(tuner)
     if prune and issubclass(tuner_cls, keras_tuner.Hyperband):
         raise ValueError("`prune`: Hyperband already stops trials early (its brackets); pass prune=None with it.")
-    if population > 1 and issubclass(tuner_cls, keras_tuner.Hyperband):
+    if population not in (1, "auto") and issubclass(tuner_cls, keras_tuner.Hyperband):
         raise ValueError("`population`: Hyperband gives its trials different epoch budgets, and a population "
                          "trains its members for the same epochs; pass population=1 with Hyperband.")
-    if population > 1 and inputs.is_dataset(x):
+    if population not in (1, "auto") and inputs.is_dataset(x):
         raise ValueError("`population` needs x and y as arrays: a population draws its members' batches "
                          "itself; pass population=1 for a tf.data.Dataset.")
     space = LossSpace.coerce(space)
@@ -279,7 +304,8 @@ def search(
         if not worker:
             plan.context.save(project_dir)
             tb.write_hparams_config(log.logdir, tuner_obj.oracle.get_space().space, plan.objective.name)
-        population = _population_size(population, plan.hypermodel, stream)
+        population = _population_size(population, plan.hypermodel, stream, tuner_cls=tuner_cls,
+                                      max_trials=max_trials, batch_size=batch_size, dataset=inputs.is_dataset(x))
         if population > 1:
             tuner_obj.search_population(population, **data.fit, validation_data=data.validation, epochs=epochs,
                                         callbacks=list(callbacks or []), verbose=verbose)

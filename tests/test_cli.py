@@ -139,3 +139,13 @@ def test_validation_features_the_model_cannot_take_exit_2_with_one_line(npz_and_
     assert len(err) == 1 and err[0].startswith("losstune search: error: `validation_data`: the model cannot take")
     assert "expected axis -1 of input shape to have value 8" in err[0] and "Traceback" not in err[0]
     assert not (npz_and_model / "out").exists()
+
+
+def test_population_takes_an_integer_or_auto(capsys):
+    parser = cli._parser()
+    assert parser.parse_args(["demo", "--population", "auto"]).population == "auto"
+    assert parser.parse_args(["demo", "--population", "4"]).population == 4
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(["demo", "--population", "fast"])
+    assert exit_info.value.code == 2
+    assert "--population: expected an integer >= 1 or auto, got 'fast'" in capsys.readouterr().err

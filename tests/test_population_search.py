@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import losstune
+from losstune import population
 from tests.helpers import mlp, tiny_multiclass
 
 X, Y = tiny_multiclass(n=220, classes=3)
@@ -108,6 +109,74 @@ def test_population_is_refused_where_it_cannot_apply(tmp_path):
         losstune.search(mlp(3, inputs=8), data, validation_data=data, population=4, directory=str(tmp_path))
     with pytest.raises(ValueError, match="`population` must be an integer >= 1, got 0"):
         losstune.search(mlp(3, inputs=8), X, Y, population=0, directory=str(tmp_path))
+    with pytest.raises(ValueError, match="`population` must be an integer >= 1 or \"auto\", got 'fast'"):
+        losstune.search(mlp(3, inputs=8), X, Y, population="fast", directory=str(tmp_path))
+
+
+# ------------------------------------------------------------------------------------------------------
+# population="auto"
+# ------------------------------------------------------------------------------------------------------
+def test_a_members_memory_is_estimated_from_its_parameters_and_activations():
+    model = mlp(10, inputs=64, hidden=32)()
+    params = (64 * 32 + 32) + (32 * 10 + 10)
+    assert model.count_params() == params
+    # 64 bytes per parameter (measured), plus a batch of each layer's outputs and their gradients in float32
+    assert population.member_bytes(model, 32) == 64 * params + 2 * 4 * 32 * (32 + 10)
+
+
+def test_auto_size_takes_what_fits_within_its_limits(monkeypatch):
+    model = mlp(10, inputs=64, hidden=32)()
+    per = population.member_bytes(model, 32)
+    assert population.auto_size(model, 32, limit=100, free_bytes=10**12)[0] == population.AUTO_MAX == 32
+    assert population.auto_size(model, 32, limit=5, free_bytes=10**12)[0] == 5
+    size, why = population.auto_size(model, 32, limit=100, free_bytes=2 * 3 * per + 1)
+    assert size == 3 and "3 fit in half the free memory" in why
+    assert population.auto_size(model, 32, limit=100, free_bytes=per)[0] == 1
+    monkeypatch.setattr(population, "free_memory_bytes", lambda: None)
+    size, why = population.auto_size(model, 32, limit=100)
+    assert size == 32 and "free memory unknown" in why
+
+
+def test_free_memory_is_read_from_the_host_on_cpu():
+    free = population.free_memory_bytes()
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    assert 0 < free <= total
+
+
+def _size(size, tuner_cls, max_trials=12, dataset=False):
+    import keras_tuner
+
+    from losstune.hypermodel import LossHyperModel
+    from losstune.search import _population_size
+
+    hypermodel = LossHyperModel(mlp(3, inputs=8), losstune.LossSpace.coerce("imbalanced_multiclass"),
+                                class_counts=[50, 30, 20], from_logits=False, optimizer="adam", metrics=None,
+                                seed=0, folds=None)
+    out = io.StringIO()
+    tuner_cls = getattr(keras_tuner, tuner_cls)
+    return _population_size(size, hypermodel, out, tuner_cls=tuner_cls, max_trials=max_trials, batch_size=32,
+                            dataset=dataset), out.getvalue()
+
+
+def test_auto_keeps_bayesian_rounds_and_falls_back_where_a_population_cannot_run():
+    size, line = _size("auto", "RandomSearch")
+    assert size == 12 and "population: auto: 12 trials at once (at most 12; about" in line
+    assert _size("auto", "BayesianOptimization")[0] == 3  # at least 4 rounds of 12 trials
+    assert _size("auto", "BayesianOptimization", max_trials=4)[0] == 2
+    size, line = _size("auto", "Hyperband")
+    assert size == 1 and "one by one: Hyperband" in line
+    size, line = _size("auto", "RandomSearch", dataset=True)
+    assert size == 1 and "tf.data.Dataset" in line
+    assert _size(5, "RandomSearch") == (5, "")
+
+
+def test_an_auto_population_search_trains_its_trials_together(tmp_path):
+    from tests.test_population_tuners import _populations
+
+    with _populations() as sizes:
+        result, log = _search(tmp_path, "auto", population="auto")
+    assert sizes == [6] and "population: auto: 6 trials at once" in log
+    assert [t.status for t in result.trials] == ["COMPLETED"] * 6
 
 
 def test_the_best_epoch_checkpoint_is_written_once_when_training_ends(tmp_path):
