@@ -336,7 +336,16 @@ class SaveBestAtTrainEnd(tuner_utils.SaveBestEpoch):
             return
         current = self.model.get_weights()
         self.model.set_weights(self._best_weights)
+        # A member's own optimizer holds only the population's step count (population.py). Saved as it is, a
+        # fresh model would load that count without moments (Adam's first steps then ~3x too large); saved as
+        # 0, the checkpoint restores a fresh optimizer, as KerasTuner restores one from a serial checkpoint.
+        optimizer = getattr(self.model, "optimizer", None)
+        count = None if optimizer is None else int(keras.ops.convert_to_numpy(optimizer.iterations))
+        if count is not None:
+            optimizer.iterations.assign(0)
         super()._save_model()
+        if count is not None:
+            optimizer.iterations.assign(count)
         self.model.set_weights(current)
         self._best_weights = None
 
