@@ -133,7 +133,7 @@ def _population_size(size, hypermodel, stream, *, tuner_cls, max_trials, batch_s
     limit = max_trials
     if issubclass(tuner_cls, keras_tuner.BayesianOptimization):
         # A round's members see only a pessimistic guess of each other's scores: keep at least 4 rounds.
-        limit = max(2, max_trials // 4)
+        limit = min(max_trials, max(2, max_trials // 4))
     size, why = auto_size(model, batch_size, limit)
     print(f"population: auto: {size} trials at once ({why})", file=stream, flush=True)
     return size

@@ -164,6 +164,7 @@ def test_auto_keeps_bayesian_rounds_and_falls_back_where_a_population_cannot_run
     assert size == 12 and "population: auto: 12 trials at once (at most 12; about" in line
     assert _size("auto", "BayesianOptimization")[0] == 3  # at least 4 rounds of 12 trials
     assert _size("auto", "BayesianOptimization", max_trials=4)[0] == 2
+    assert _size("auto", "BayesianOptimization", max_trials=1)[0] == 1
     size, line = _size("auto", "Hyperband")
     assert size == 1 and "one by one: Hyperband" in line
     size, line = _size("auto", "RandomSearch", dataset=True)
