@@ -29,3 +29,10 @@ def test_readme_space_example_loads():
     space = losstune.LossSpace.from_toml_text(block, source="README.md")
     assert [name for name, _ in space.recipes] == ["inverse-frequency cross-entropy", "focal(alpha=0.25, gamma=2)"]
     assert space.weightable() == ["crossentropy", "focal"]
+
+
+def test_readme_package_layout_names_every_module():
+    layout = README.split("**Package layout**", 1)[1].split("**Adding a loss family**", 1)[0]
+    modules = [p.name for p in (ROOT / "losstune").glob("*.py") if p.name not in ("__init__.py", "__main__.py")]
+    missing = [m for m in modules if f"`{m}`" not in layout]
+    assert not missing, f"add these modules to README.md's package layout: {missing}"
