@@ -322,6 +322,10 @@ out["dw"] = max(float(np.max(np.abs(np.asarray(v) - np.asarray(w))))
                 for v, w in zip(model.variables, members[1].model.variables))
 out["dh"] = max(abs(a - b) / max(abs(a), 1e-6) for k in history for a, b in zip(history[k], members[1].history[k]))
 out["same_logs"] = sorted(history) == sorted(members[1].history)
+# population="auto" on JAX's CPU device reads the host's free memory
+from losstune.population import auto_size, free_memory_bytes
+out["free"] = free_memory_bytes()
+out["auto"] = auto_size(members[0].model, 32, limit=8)[0]
 print("RESULT" + json.dumps(out))
 """
 
@@ -336,3 +340,4 @@ def test_jax_backend_members_match_solo_fits():
     out = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("RESULT"))[len("RESULT"):])
     assert out["order"] and out["same_logs"], out
     assert out["dw"] <= ATOL and out["dh"] <= RTOL, out
+    assert out["free"] > 0 and out["auto"] == 8, out
