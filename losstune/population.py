@@ -12,7 +12,8 @@ Every member stays a real trial:
   final weights, and at each epoch end its current weights and step count, for ordinary Keras callbacks.
   The population's stacked state, not the model's own optimizer and metric objects, trains and scores it:
   those are left unbuilt (building K of them cost 0.9 s of a 32-trial search), so a member's checkpoint holds
-  its weights alone, which is what KerasTuner's `load_model` restores from any trial's checkpoint;
+  its weights and a zero step count (tuner.SaveBestAtTrainEnd): what KerasTuner's `load_model` restores from
+  any trial's checkpoint;
 * its own loss and metrics. Members whose losses differ only in numbers (focal with different gammas,
   cross-entropy with different class weights) form a group whose loss is mapped over a vector of those
   numbers; each group is traced once per population, whatever its size. A loss that branches in Python on

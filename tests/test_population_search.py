@@ -55,7 +55,7 @@ def test_members_have_their_own_runs_checkpoints_and_repeats(serial_and_populati
 def test_a_members_checkpoint_restores_as_the_serial_trials(serial_and_population):
     # What KerasTuner's `load_model` does: a fresh build, compiled, then `load_weights`.
     # A serial checkpoint also holds optimizer moments, which that fresh model skips with a warning; a member's
-    # holds its weights alone and loads without one.
+    # holds its weights and a zero step count, and loads without one.
     (serial, _), (together, _) = serial_and_population
     loaded = {}
     for name, result in (("serial", serial), ("population", together)):
