@@ -23,7 +23,7 @@ import numpy as np
 from score_rule import macro_f1, split_data
 
 import losstune
-from losstune import pruning
+from losstune import layout, pruning
 from losstune.stats import paired_difference
 
 
@@ -35,7 +35,7 @@ def mlp(hp=None):
 def epochs_trained(result, epochs):
     total = 0
     for t in result.trials:
-        curve = pruning.curve_file(os.path.join(result.directory, f"trial_{t.trial_id}"), 0)
+        curve = layout.curve_file(layout.trial_dir(result.directory, t.trial_id), 0)
         total += t.stopped["epoch"] + 1 if t.stopped else epochs
         assert not t.stopped or os.path.isfile(curve)
     return total

@@ -35,6 +35,37 @@ def _population(text):
         raise argparse.ArgumentTypeError(f"expected an integer >= 1 or auto, got {text!r}") from None
 
 
+def _search_options(p, trials, epochs, directory, population=1):
+    """The options `losstune demo` and `losstune search` share, with each verb's defaults."""
+    p.add_argument("--tuner", default="bayesian", help="random | grid | bayesian | hyperband (default: %(default)s)")
+    p.add_argument("--trials", type=int, default=trials, help="trials in all, the baseline included (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=epochs, help="epochs per trial (default: %(default)s)")
+    p.add_argument("--objective", default=None, help="metric to rank trials by (default: the task's, e.g. val_macro_f1)")
+    p.add_argument("--directory", default=directory, help="where the search lives; run again to resume (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of weights, data order and tuner (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=32, help="(default: %(default)s)")
+    p.add_argument("--score", default="last_quarter",
+                   help="a training's score from its validation curve: last_quarter (mean of the last quarter "
+                        "of the epochs) | best | last | mean_last_3 | mean_last_5 | mean_last_10 "
+                        "(default: %(default)s)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="trainings per trial with different seeds; the score is their mean (default: %(default)s)")
+    p.add_argument("--folds", type=int, default=None,
+                   help="score each trial by stratified k-fold over the training data (no validation set needed)")
+    p.add_argument("--race", type=int, default=3,
+                   help="the N best trials get repeats until each has 3, then the pick: the best mean, or a "
+                        "simpler loss within one standard error (0: off; default: %(default)s)")
+    p.add_argument("--population", type=_population, default=population,
+                   help="train K trials at once, vectorized over stacked weights; auto: as many as fit "
+                        "(default: %(default)s)")
+    p.add_argument("--prune", choices=["median"], default=None,
+                   help="stop a trial whose objective falls below the median of earlier trials at the same epoch")
+    p.add_argument("--confirm-seeds", type=int, default=0,
+                   help="retrain best and baseline with N fresh seeds and report a 95%% CI of the gain (default: off)")
+    p.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming")
+    p.add_argument("-v", "--verbose", action="store_true", help="show Keras's progress bar for every epoch")
+
+
 def _parser():
     parser = argparse.ArgumentParser(
         prog="losstune",
@@ -47,37 +78,8 @@ def _parser():
         return verbs.add_parser(name, help=help_text, description=help_text, epilog=_EXAMPLES[name],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
 
-    def search_options(p, trials, epochs, directory, population=1):
-        p.add_argument("--tuner", default="bayesian", help="random | grid | bayesian | hyperband (default: %(default)s)")
-        p.add_argument("--trials", type=int, default=trials, help="trials in all, the baseline included (default: %(default)s)")
-        p.add_argument("--epochs", type=int, default=epochs, help="epochs per trial (default: %(default)s)")
-        p.add_argument("--objective", default=None, help="metric to rank trials by (default: the task's, e.g. val_macro_f1)")
-        p.add_argument("--directory", default=directory, help="where the search lives; run again to resume (default: %(default)s)")
-        p.add_argument("--seed", type=int, default=0, help="seed of weights, data order and tuner (default: %(default)s)")
-        p.add_argument("--batch-size", type=int, default=32, help="(default: %(default)s)")
-        p.add_argument("--score", default="last_quarter",
-                       help="a training's score from its validation curve: last_quarter (mean of the last quarter "
-                            "of the epochs) | best | last | mean_last_3 | mean_last_5 | mean_last_10 "
-                            "(default: %(default)s)")
-        p.add_argument("--repeats", type=int, default=1,
-                       help="trainings per trial with different seeds; the score is their mean (default: %(default)s)")
-        p.add_argument("--folds", type=int, default=None,
-                       help="score each trial by stratified k-fold over the training data (no validation set needed)")
-        p.add_argument("--race", type=int, default=3,
-                       help="the N best trials get repeats until each has 3, then the pick: the best mean, or a "
-                            "simpler loss within one standard error (0: off; default: %(default)s)")
-        p.add_argument("--population", type=_population, default=population,
-                       help="train K trials at once, vectorized over stacked weights; auto: as many as fit "
-                            "(default: %(default)s)")
-        p.add_argument("--prune", choices=["median"], default=None,
-                       help="stop a trial whose objective falls below the median of earlier trials at the same epoch")
-        p.add_argument("--confirm-seeds", type=int, default=0,
-                       help="retrain best and baseline with N fresh seeds and report a 95%% CI of the gain (default: off)")
-        p.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming")
-        p.add_argument("-v", "--verbose", action="store_true", help="show Keras's progress bar for every epoch")
-
     demo = verb("demo", "Run a real loss search on the bundled long-tailed digits dataset (imbalance 50:1).")
-    search_options(demo, trials=12, epochs=40, directory="runs/demo", population=6)
+    _search_options(demo, trials=12, epochs=40, directory="runs/demo", population=6)
     demo.add_argument("--imbalance", type=float, default=50.0, help="largest / smallest class size (default: %(default)s)")
 
     search = verb("search", "Search the loss for your model on your data.")
@@ -85,7 +87,7 @@ def _parser():
     search.add_argument("--model", required=True, help="module:function; function(hp) returns a keras.Model")
     search.add_argument("--space", required=True, help="a bundled space name (see 'losstune spaces') or a .toml file")
     search.add_argument("--from-logits", action="store_true", help="the model outputs logits, not probabilities")
-    search_options(search, trials=20, epochs=10, directory="runs/losstune")
+    _search_options(search, trials=20, epochs=10, directory="runs/losstune")
 
     show = verb("show", "Print a search's trials table, best vs baseline, the per-family summary and what mattered.")
     show.add_argument("dir", help="the search's --directory (or the project folder inside it)")

@@ -17,6 +17,7 @@ import keras_tuner
 
 from losstune import inputs, tasks
 from losstune.lossspace import LossSpace
+from losstune.optimizers import fresh_optimizer
 
 
 class NonFiniteLossGuard(keras.callbacks.Callback):
@@ -86,25 +87,32 @@ class LossHyperModel(keras_tuner.HyperModel):
         if folds is not None and (isinstance(folds, bool) or not isinstance(folds, int) or folds < 2):
             raise ValueError(f"`folds` must be None or an integer >= 2, got {folds!r}.")
         self.folds = folds
-        # Set by losstune's tuners before each execution of a trial so executions differ in their seed.
+        # The execution (repeat) that KerasTuner's own loop is running: set by losstune's tuner mixin in its
+        # per-execution hook, the one place KerasTuner tells which execution comes next. losstune's own
+        # callers pass `execution=` instead.
         self.execution = 0
 
     # --- KerasTuner contract -------------------------------------------------------------------------
     def declare_hyperparameters(self, hp):
         self.space.declare(hp)
 
-    def build(self, hp):
+    def build(self, hp, execution=None):
+        """The user's model for `hp`, compiled with the trial's loss; initial weights from the seed of
+        `execution` (default: the execution KerasTuner is running)."""
         trial_loss = self.space.declare(hp)
-        keras.utils.set_random_seed(self.seed + self.execution)
+        keras.utils.set_random_seed(self.seed_for(execution))
         model = self.user_model(hp)
         loss = trial_loss.build(self.task, class_counts=self.class_counts, from_logits=self.from_logits)
-        model.compile(optimizer=self._fresh_optimizer(), loss=loss, metrics=self.fresh_metrics(model))
+        model.compile(optimizer=fresh_optimizer(self.optimizer), loss=loss, metrics=self.fresh_metrics(model))
         return model
 
-    def fit(self, hp, model, *args, **kwargs):
-        keras.utils.set_random_seed(self.seed + self.execution)  # the same data order for every trial
+    def fit(self, hp, model, *args, execution=None, **kwargs):
+        """`model.fit(*args, **kwargs)` with the data order of `execution`'s seed (default: the execution
+        KerasTuner is running) and, with `folds`, that execution's fold; a non-finite loss fails the trial."""
+        execution = self.execution if execution is None else execution
+        keras.utils.set_random_seed(self.seed_for(execution))  # the same data order for every trial
         if self.folds:
-            args, kwargs = self._fold(args, kwargs)
+            args, kwargs = self._fold(args, kwargs, execution)
         guard = NonFiniteLossGuard()
         kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + [guard]
         history = model.fit(*args, **kwargs)
@@ -114,23 +122,28 @@ class LossHyperModel(keras_tuner.HyperModel):
         return history
 
     # --- helpers -------------------------------------------------------------------------------------
-    def execution_data(self, x, y, validation_data):
-        """(x, y, validation_data) of the current execution: as given, or with `folds` its fold of (x, y)."""
+    def seed_for(self, execution=None):
+        """The seed of `execution` (default: the execution KerasTuner is running): executions differ in it."""
+        return self.seed + (self.execution if execution is None else int(execution))
+
+    def execution_data(self, x, y, validation_data, execution=None):
+        """(x, y, validation_data) of `execution`: as given, or with `folds` its fold of (x, y)."""
+        execution = self.execution if execution is None else execution
         if not self.folds:
             return x, y, validation_data
         if x is None or y is None or inputs.is_dataset(x):
             raise ValueError("`folds` needs x and y as arrays (not a tf.data.Dataset) to cut its folds from.")
         if validation_data is not None:
             raise ValueError("`folds` cuts the validation data from (x, y); pass no `validation_data`.")
-        train, val = inputs.fold_indices(len(y), self.folds, self.seed, self.task.strata(y))[self.execution % self.folds]
+        train, val = inputs.fold_indices(len(y), self.folds, self.seed, self.task.strata(y))[execution % self.folds]
         return inputs.take(x, train), inputs.take(y, train), (inputs.take(x, val), inputs.take(y, val))
 
-    def _fold(self, args, kwargs):
+    def _fold(self, args, kwargs, execution):
         """`fit`'s arguments with this execution's fold cut from the (x, y) given to it."""
         args, kwargs = list(args), dict(kwargs)
         x = args.pop(0) if args else kwargs.pop("x", None)
         y = args.pop(0) if args else kwargs.pop("y", None)
-        x, y, validation = self.execution_data(x, y, kwargs.pop("validation_data", None))
+        x, y, validation = self.execution_data(x, y, kwargs.pop("validation_data", None), execution)
         kwargs.update(x=x, y=y, validation_data=validation)
         return args, kwargs
 
@@ -144,14 +157,6 @@ class LossHyperModel(keras_tuner.HyperModel):
         if not isinstance(model, keras.Model):
             raise ValueError(f"`build_model(hp)` must return a keras.Model, got {type(model).__name__}.")
         return model
-
-    def _fresh_optimizer(self):
-        opt = self.optimizer
-        if isinstance(opt, keras.optimizers.Optimizer):
-            return opt.__class__.from_config(opt.get_config())
-        if callable(opt) and not isinstance(opt, (str, dict)):
-            return opt()
-        return keras.optimizers.get(opt)
 
     def fresh_metrics(self, model):
         num_outputs = model.outputs[0].shape[-1] if getattr(model, "outputs", None) else 1

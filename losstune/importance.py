@@ -22,10 +22,9 @@ Why this and not the others:
 
 - held out, not on the training trials: a forest memorises its training trials with any column at hand, so
   a parameter with no effect gets a training-set importance whenever another effect is unexplained in the
-  scope (measured: a powerless class-weight power took 35% of the share beside the family on 40 planted
-  trials; held out, 0%). Out of bag rather than cross-fitted over 5 folds: one forest per scope instead of
-  five, with the same shares on the planted tests (measured: about 4x faster, 0.35 s against 1.43 s on 36
-  planted trials);
+  scope (tests/test_importance.py plants such a parameter). Out of bag rather than cross-fitted over 5 folds:
+  one forest per scope instead of five, with the same shares on the planted tests and a fraction of the time
+  (benchmarks/README.md);
 - the forest's own impurity importances (MDI) favour features with many distinct values, so a continuous
   parameter would beat the family choice (a handful of categories) for no reason (Strobl et al. 2007);
   permutation importance has no such bias towards cardinality;
@@ -41,19 +40,19 @@ nothing there and is reported as such.
 
 Deterministic: every forest, split and shuffle uses random_state 0 with one job.
 
-Only trials with status COMPLETED and a finite score count: failed trials have no score, and trials stopped
-early carry a score-so-far that is not comparable with a full training.
+Only the trials that count (layout.counts, the rule the pick and the warnings use too): failed trials have no
+score, and trials stopped early carry a score-so-far that is not comparable with a full training.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 import statistics
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from losstune import layout, stats
 from losstune.lossspace import POWER_HP
 
 ALL = "all"  # the scope over every family
@@ -74,8 +73,7 @@ def label(name):
 
 def usable(trials):
     """The trials that count: completed (not stopped early), with a finite score (a trial mean)."""
-    return [t for t in trials if t.status == "COMPLETED" and not getattr(t, "stopped", None)
-            and t.score is not None and math.isfinite(t.score)]
+    return [t for t in trials if layout.counts(t)]
 
 
 # --- the data: one table of (parameters -> trial mean) per scope ---------------------------------------------
@@ -327,8 +325,8 @@ def _shuffled_copies(x):
     """The copies of `x` that `sklearn.inspection.permutation_importance(..., n_repeats=N_SHUFFLES,
     random_state=SEED)` scores, feature by feature, shuffle after shuffle (its shuffles compound), made here
     so every copy is predicted in one call per tree: scikit-learn predicts each copy on its own, and that was
-    most of a search's report time (measured: 2.6 s of 4.5 s on 32 trials). The test suite checks the numbers
-    against scikit-learn's."""
+    most of a search's report time (benchmarks/README.md). The test suite checks the numbers against
+    scikit-learn's."""
     seed = np.random.RandomState(SEED).randint(np.iinfo(np.int32).max + 1)
     copies = []
     for column in range(x.shape[1]):
@@ -441,7 +439,7 @@ def family_summaries(trials, space, direction="max"):
     """A FamilySummary per family of the space (in its order), then any other family a trial used."""
     done = usable(trials)
     names = list(space.families) + sorted({t.family for t in trials} - set(space.families))
-    sign = 1 if direction == "max" else -1
+    sign = stats.sign(direction)
     out = []
     for family in names:
         rows = [t for t in done if t.family == family]
@@ -453,7 +451,7 @@ def family_summaries(trials, space, direction="max"):
         best = max(rows, key=lambda t: (sign * t.score, -int(t.trial_id) if str(t.trial_id).isdigit() else 0))
         out.append(FamilySummary(
             family, len(rows), others, best=best.score, median=float(statistics.median(scores)),
-            worst=min(scores) if direction == "max" else max(scores),
+            worst=min(scores, key=lambda v: sign * v),
             std=float(statistics.stdev(scores)) if len(scores) > 1 else None,
             best_trial=best.trial_id, best_params=dict(best.params), best_power=best.power,
             best_loss=best.loss.describe(),

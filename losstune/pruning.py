@@ -9,28 +9,17 @@ why in `stopped.json`.
 
 from __future__ import annotations
 
-import glob
 import math
 import os
 
 import keras
 import numpy as np
 
+from losstune import layout
 from losstune.files import read_json, write_json_atomic
+from losstune.stats import sign
 
 PRUNERS = ("median",)
-STOPPED_FILE = "stopped.json"
-COMPLETED_MARK = "repeats.json"  # written when a trial's executions have all finished (see tuner.Repeats)
-
-
-def curve_file(trial_dir, execution):
-    return os.path.join(trial_dir, f"curve_{execution}.json")
-
-
-def read_stopped(trial_dir):
-    """Where and why a trial was stopped early ({"epoch", "execution", "value", "median"}), or None."""
-    path = os.path.join(trial_dir, STOPPED_FILE)
-    return read_json(path) if os.path.isfile(path) else None
 
 
 def warmup_epochs(epochs):
@@ -53,7 +42,7 @@ class MedianPruner(keras.callbacks.Callback):
     def __init__(self, project_dir, trial_id, execution, objective, epochs, warmup_trials=4, exempt=False):
         super().__init__()
         self.project_dir = project_dir
-        self.trial_dir = os.path.join(project_dir, f"trial_{trial_id}")
+        self.trial_dir = layout.trial_dir(project_dir, trial_id)
         self.execution = execution
         self.objective = objective
         self.warmup_epochs = warmup_epochs(epochs)
@@ -67,7 +56,7 @@ class MedianPruner(keras.callbacks.Callback):
         if value is None:
             return
         self.values.append(float(value))
-        write_json_atomic(curve_file(self.trial_dir, self.execution),
+        write_json_atomic(layout.curve_file(self.trial_dir, self.execution),
                           [v if math.isfinite(v) else None for v in self.values])
         if self.exempt or epoch + 1 < self.warmup_epochs:
             return
@@ -75,18 +64,18 @@ class MedianPruner(keras.callbacks.Callback):
         if len(others) < self.warmup_trials:
             return
         median = float(np.median(others))
-        worse = value < median if self.objective.direction == "max" else value > median
+        worse = sign(self.objective.direction) * (value - median) < 0
         if worse:
             self.stopped = {"epoch": epoch, "execution": self.execution, "value": float(value), "median": median}
-            write_json_atomic(os.path.join(self.trial_dir, STOPPED_FILE), self.stopped)
+            layout.write_stopped(self.trial_dir, self.stopped)
             self.model.stop_training = True
 
     def _completed_values(self, epoch):
         """Values at `epoch` of the other completed trials' executions (a stopped one counts up to its stop)."""
         values = []
-        for path in glob.glob(os.path.join(glob.escape(self.project_dir), "trial_*", "curve_*.json")):
+        for path in layout.curve_files(self.project_dir):
             trial_dir = os.path.dirname(path)
-            if trial_dir == self.trial_dir or not os.path.isfile(os.path.join(trial_dir, COMPLETED_MARK)):
+            if trial_dir == self.trial_dir or not layout.is_done(trial_dir):
                 continue
             curve = read_json(path)
             if len(curve) > epoch and curve[epoch] is not None:

@@ -7,22 +7,16 @@ same code serves right after `search()`, in `losstune show DIR`, and on every di
 from __future__ import annotations
 
 import dataclasses
-import glob
-import math
 import os
 import warnings
 from dataclasses import dataclass
 
-import numpy as np
-
 from losstune import importance as whatmattered
-from losstune import families, lossfile, plots, stats, tasks
+from losstune import layout, lossfile, pick, plots, stats, tasks
+from losstune.failures import failure_reason
 from losstune.files import read_json, write_json_atomic
+from losstune.layout import BEST_FILE, CONTEXT_FILE, find_search_directory
 from losstune.lossspace import LossSpace, TrialLoss
-from losstune.tuner import failure_reason, stored_trials
-
-CONTEXT_FILE = "losstune.json"
-BEST_FILE = "best_loss.json"
 
 
 @dataclass
@@ -89,7 +83,7 @@ class TrialRecord:
 
     @property
     def shown_status(self):
-        return "STOPPED" if self.stopped and self.status == "COMPLETED" else self.status
+        return "STOPPED" if self.stopped and self.status == layout.COMPLETED else self.status
 
     @property
     def simplicity(self):
@@ -120,22 +114,6 @@ class TrialRecord:
         return self.loss.describe()
 
 
-def find_search_directory(directory):
-    """The project directory of a search, given it or the `directory` the search was started with."""
-    directory = os.fspath(directory)
-    if os.path.isfile(os.path.join(directory, CONTEXT_FILE)):
-        return directory
-    inside = sorted(glob.glob(os.path.join(glob.escape(directory), "*", CONTEXT_FILE)))
-    if len(inside) == 1:
-        return os.path.dirname(inside[0])
-    if len(inside) > 1:
-        names = [os.path.basename(os.path.dirname(p)) for p in inside]
-        raise ValueError(f"{directory!r} holds several searches {names}; name one, e.g. "
-                         f"{os.path.join(directory, names[0])!r}.")
-    raise ValueError(f"{directory!r} is not a losstune search directory (no {CONTEXT_FILE} in it or in a "
-                     f"folder inside it); pass the directory given to the search.")
-
-
 class SearchResult:
     """Best vs baseline, the trials table, and the best loss, ready for `model.compile`."""
 
@@ -147,8 +125,8 @@ class SearchResult:
         self.objective = context.objective
         self.trials = trials
         self.confirmation = context.confirmation
-        self.baseline_trial = next((t for t in trials if t.is_baseline and t.status == "COMPLETED"), None)
-        self.best_mean_trial, self.best_trial, self.pick_note = _pick(trials, self.objective["direction"])
+        self.baseline_trial = next((t for t in trials if t.is_baseline and t.status == layout.COMPLETED), None)
+        self.best_mean_trial, self.best_trial, self.pick_note = pick.pick(trials, self.objective["direction"])
         self._cache = {}  # importance and its tables: computed once
 
     # --- reading back ------------------------------------------------------------------------------------
@@ -162,7 +140,7 @@ class SearchResult:
         baseline = space.baseline_loss()
         recipes = space.recipe_losses()
         trials, seen = [], set()
-        for stored in stored_trials(directory):
+        for stored in layout.stored_trials(directory):
             loss = space.trial_loss(stored.values)
             is_baseline = "baseline" not in seen and loss == baseline
             index = next((i for i, r in enumerate(recipes) if r == loss and i not in seen), None)
@@ -170,7 +148,7 @@ class SearchResult:
             record = TrialRecord(stored.trial_id, loss, stored.score, stored.status, failure_reason(stored.message),
                                  is_baseline, recipe=None if index is None else space.recipes[index][0],
                                  recipe_index=index or 0, stopped=stored.stopped)
-            if stored.repeats is not None and stored.status == "COMPLETED":
+            if stored.repeats is not None and stored.status == layout.COMPLETED:
                 record.scores = list(stored.repeats.scores)
                 record.score, record.se = stored.repeats.mean_se
             trials.append(record)
@@ -187,15 +165,21 @@ class SearchResult:
 
     @property
     def completed(self):
-        return [t for t in self.trials if t.status == "COMPLETED"]
+        """The trials KerasTuner completed (stopped early ones included)."""
+        return [t for t in self.trials if t.status == layout.COMPLETED]
+
+    @property
+    def counted(self):
+        """The trials that take part in comparisons (layout.counts): completed, not stopped early, scored."""
+        return [t for t in self.trials if layout.counts(t)]
 
     @property
     def failed(self):
-        return [t for t in self.trials if t.status in ("FAILED", "INVALID")]
+        return [t for t in self.trials if t.status in layout.NOT_SCORED]
 
     def warnings(self):
         """What the user should know about this search's scores, each with what to do about it."""
-        return _warnings(self)
+        return pick.warnings(self)
 
     def _require_best(self):
         if self.best_trial is None:
@@ -258,7 +242,7 @@ class SearchResult:
         for t in self.trials:
             marks = ((" [baseline]" if t.is_baseline else "") + (f" [recipe: {t.recipe}]" if t.recipe else "")
                      + (" [best]" if t is self.best_trial else ""))
-            why = f"  ({t.message})" if t.status != "COMPLETED" and t.message else ""
+            why = f"  ({t.message})" if t.status != layout.COMPLETED and t.message else ""
             if t.stopped:
                 why = f"  (stopped early at epoch {t.stopped['epoch'] + 1}: below the median of earlier trials)"
             lines.append(f"{t.trial_id:>5}  {t.shown_status:<9}  {t.describe_score():>30}  "
@@ -277,21 +261,14 @@ class SearchResult:
         text = f"best {name} = {best.describe_score()}: {best.describe_loss()}"
         if self.pick_note:
             text += f"\n  {self.pick_note}"
-        sign = 1 if self.objective["direction"] == "max" else -1
-        unraced = [t for t in self.completed if t.score is not None and len(t.scores) < len(best.scores)
-                   and sign * (t.score - best.score) > 0]
-        if unraced:
-            text += (f"\n  {len(unraced)} trial(s) with fewer repeats scored above the pick (trial "
-                     f"{', '.join(t.trial_id for t in unraced[:5])}); a single run does not compete with means "
-                     f"over {len(best.scores)} repeats; pass a larger `race` to repeat more of them.")
+        note = pick.unraced_note(self.trials, best, self.objective["direction"])
+        if note:
+            text += f"\n  {note}"
         if base is not None:
             text += (f"\nbaseline {name} = {base.describe_score()}: {base.describe_loss()} "
                      f"(best - baseline = {self.best_score - self.baseline_score:+.4f})")
         if self.confirmation:
-            c = self.confirmation
-            text += (f"\nconfirmed over {c['seeds']} seeds: best {c['best_mean']:.4f} +/- {c['best_std']:.4f}, "
-                     f"baseline {c['baseline_mean']:.4f} +/- {c['baseline_std']:.4f}, difference "
-                     f"{c['diff_mean']:+.4f} (95% CI [{c['diff_ci'][0]:+.4f}, {c['diff_ci'][1]:+.4f}])")
+            text += "\n" + _confirmation_text(self.confirmation)
         for warning in self.warnings():
             text += f"\nwarning: {warning}"
         return text
@@ -375,89 +352,18 @@ class SearchResult:
         return f"SearchResult({self.directory!r}, trials={len(self.trials)}, best={self.best_score}, baseline={self.baseline_score})"
 
 
-def _pick(trials, direction):
-    """(best by mean, the pick, a note): the honest pick among the best-repeated completed trials.
-
-    Only trials with the most repeats compete (after racing, the top candidates; otherwise all), so a lucky
-    single run cannot beat means over several. The best mean wins unless a simpler candidate (the baseline,
-    then the space's recipes in order) is within one standard error of the paired difference: then the simpler
-    one is the pick, and the note says so (the one-standard-error rule).
-    """
-    done = [t for t in trials if t.status == "COMPLETED" and t.score is not None and math.isfinite(t.score)]
-    if not done:
-        return None, None, ""
-    most = max(len(t.scores) for t in done)
-    pool = [t for t in done if len(t.scores) == most] if most > 1 else done
-    sign = 1 if direction == "max" else -1
-    best = max(pool, key=lambda t: (sign * t.score, -t.simplicity, -int(t.trial_id)))
-    if most < 2:
-        return best, best, ""
-    simpler = []
-    for t in pool:
-        if t.simplicity >= best.simplicity:
-            continue
-        diff = sign * (np.asarray(best.scores) - np.asarray(t.scores))  # paired: repeat k shares seed and fold
-        gap, se = stats.mean_se(diff)
-        if gap <= se:
-            simpler.append((t, gap, se))
-    if not simpler:
-        return best, best, ""
-    pick, gap, se = min(simpler, key=lambda c: (c[0].simplicity, -sign * c[0].score))
-    label = "the baseline" if pick.is_baseline else f"the recipe '{pick.recipe}'"
-    return best, pick, (
-        f"picked {label} (trial {pick.trial_id}): the best mean, trial {best.trial_id} "
-        f"({best.describe_loss()}), is better by {gap:+.4f} only, within one standard error ({se:.4f}) "
-        f"of the paired difference over {most} repeats, so it cannot be told apart from the simpler loss."
-    )
-
-
-_BOUNDED_ABOVE = ("auc", "f1", "accuracy", "acc", "precision", "recall", "iou")
-_SMALL_CLASS = 5  # validation examples of a class below which its per-class metric moves in big steps
-
-
-def _warnings(result):
-    found = []
-    done = [t for t in result.trials if t.status == "COMPLETED" and t.score is not None and math.isfinite(t.score)]
-    name, direction = result.objective["name"], result.objective["direction"]
-    words = name.lower().split("_")
-    bound = 1.0 if direction == "max" and any(w in _BOUNDED_ABOVE for w in words) else None
-    if bound is not None:
-        at_bound = [t for t in done if t.score >= bound - 1e-6]
-        if len(at_bound) >= 2:
-            found.append(f"the objective saturated: {len(at_bound)} trials scored {name} = {bound:g}, so the "
-                         f"search cannot rank them; use a larger or harder validation set, or folds=k.")
-    counts = result.context.validation_counts
-    if counts and result.task.class_weighted:
-        small = [c for c, n in enumerate(counts) if n < _SMALL_CLASS]
-        if small:
-            found.append(f"validation classes {small} have fewer than {_SMALL_CLASS} examples "
-                         f"(counts {[int(counts[c]) for c in small]}): {name} moves in big steps with each of "
-                         f"their predictions; search with folds=k over the training data, or a larger "
-                         f"validation split.")
-    best = result.best_mean_trial
-    if best is not None and best.se is not None:
-        sign = 1 if direction == "max" else -1
-        # compare like with like: means over as many repeats as the best's
-        others = sorted((t for t in done if t is not best and len(t.scores) == len(best.scores)),
-                        key=lambda t: -sign * t.score)
-        if others and abs(best.score - others[0].score) < best.se:
-            found.append(f"the top trials differ by {abs(best.score - others[0].score):.4f}, less than the "
-                         f"spread of their repeats (standard error {best.se:.4f}); more repeats "
-                         f"(executions_per_trial, folds) would be needed to separate them.")
-    pick = result.best_trial
-    if pick is not None:
-        family = families.get(pick.family)
-        for pname, rng in result.space.families.get(pick.family, {}).items():
-            value = pick.params.get(pname)
-            if rng.fixed or rng.values is not None or not isinstance(value, (int, float)):
-                continue
-            width = rng.high - rng.low
-            hyper = family.hyperparameter(pname)
-            at_bottom = value - rng.low <= 0.01 * width and not (hyper.low is not None and rng.low <= hyper.low)
-            at_top = rng.high - value <= 0.01 * width and not (hyper.high is not None and rng.high >= hyper.high)
-            if width > 0 and (at_bottom or at_top):  # only where the range could be widened
-                edge = "bottom" if at_bottom else "top"
-                found.append(f"{pick.family}/{pname} = {value:.4g} lies at the {edge} of its search range "
-                             f"[{rng.low:g}, {rng.high:g}]: the best value may lie beyond it; widen the range "
-                             f"in the space and search again.")
-    return found
+def _confirmation_text(c):
+    """The confirmation over fresh seeds in one or two lines (racing.confirm's record)."""
+    diverged = {label: seeds for label, seeds in c.get("diverged", {}).items() if seeds}
+    text = ""
+    if "diff_mean" in c:
+        paired = c.get("paired", c["seeds"])
+        text = (f"confirmed over {paired} seeds: best {c['best_mean']:.4f} +/- {c['best_std']:.4f}, "
+                f"baseline {c['baseline_mean']:.4f} +/- {c['baseline_std']:.4f}, difference "
+                f"{c['diff_mean']:+.4f} (95% CI [{c['diff_ci'][0]:+.4f}, {c['diff_ci'][1]:+.4f}])")
+    else:
+        text = f"not confirmed: fewer than 2 of the {c['seeds']} confirmation seeds trained both losses to the end"
+    for label, seeds in diverged.items():
+        text += (f"\n  the {label} loss diverged on {len(seeds)} of {c['seeds']} confirmation seeds "
+                 f"(seed {', '.join(str(k) for k in seeds)}): a loss that diverges on some seeds is a risk")
+    return text

@@ -1,7 +1,8 @@
 """losstune.search(): a KerasTuner search over losses, checked before it starts and logged to TensorBoard.
 
 `search()` reads as its steps: check the arguments and data, plan the search (model probe, class counts,
-objective, the search record), run the tuner, confirm the pick over fresh seeds if asked, and report.
+objective, the search record), run the tuner, race the top candidates and confirm the pick over fresh seeds
+(racing.py), and report.
 """
 
 from __future__ import annotations
@@ -10,26 +11,80 @@ import os
 import sys
 import traceback
 from dataclasses import dataclass
+from typing import TextIO
 
 import keras
 import keras_tuner
 import numpy as np
 
-from losstune import inputs, objectives
+from losstune import inputs, objectives, racing
 from losstune import tensorboard_log as tb
 from losstune import tuner as tuner_module
+from losstune.checks import positive_int
+from losstune.failures import failure_reason
 from losstune.hypermodel import LossHyperModel
 from losstune.lossspace import LossSpace
-from losstune.result import SearchContext, SearchResult
-from losstune.population import Member, auto_size, vectorizable
+from losstune.population import auto_size, vectorizable
 from losstune.pruning import PRUNERS
-from losstune.stats import SCORE_RULES, curve_score, paired_difference
+from losstune.result import SearchContext, SearchResult
+from losstune.retrain import Scoring
+from losstune.stats import SCORE_RULES
 
 
-def _positive_int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
-    return int(value)
+@dataclass(frozen=True)
+class Settings:
+    """The search's checked arguments that its steps after the check read."""
+
+    tuner_cls: type
+    max_trials: int
+    epochs: int
+    executions_per_trial: int
+    batch_size: int
+    seed: int
+    race: int
+    folds: int | None
+    population: int | str  # K >= 1 or "auto" (resolved when the run starts)
+    prune: str | None
+    score: str
+    confirm_seeds: int
+    verbose: int
+    stream: TextIO
+
+    @property
+    def hyperband(self):
+        return issubclass(self.tuner_cls, keras_tuner.Hyperband)
+
+    def __post_init__(self):
+        """Arguments checked against each other (each alone is checked by `_settings`)."""
+        if self.prune and self.hyperband:
+            raise ValueError("`prune`: Hyperband already stops trials early (its brackets); pass prune=None with it.")
+        if self.population not in (1, "auto") and self.hyperband:
+            raise ValueError("`population`: Hyperband gives its trials different epoch budgets, and a population "
+                             "trains its members for the same epochs; pass population=1 with Hyperband.")
+
+
+def _settings(tuner, max_trials, epochs, executions_per_trial, batch_size, seed, race, folds, population, prune,
+              score, confirm_seeds, verbose, stream):
+    """Check every argument alone (naming it, the value and what is allowed) into a `Settings`."""
+    if not (isinstance(population, str) and population == "auto"):
+        if isinstance(population, str):
+            raise ValueError(f"`population` must be an integer >= 1 or \"auto\", got {population!r}.")
+        population = positive_int("population", population)
+    if prune is not None and prune not in PRUNERS:
+        raise ValueError(f"`prune` must be None or one of {list(PRUNERS)}, got {prune!r}.")
+    if score not in SCORE_RULES:
+        raise ValueError(f"`score` must be one of {list(SCORE_RULES)}, got {score!r}.")
+    return Settings(
+        tuner_cls=tuner_module.tuner_class(tuner), max_trials=positive_int("max_trials", max_trials),
+        epochs=positive_int("epochs", epochs),
+        executions_per_trial=positive_int("executions_per_trial", executions_per_trial),
+        batch_size=positive_int("batch_size", batch_size), seed=positive_int("seed", seed, minimum=0),
+        race=positive_int("race", race, minimum=0),
+        folds=None if folds is None else positive_int("folds", folds, minimum=2), population=population,
+        prune=prune, score=score,
+        confirm_seeds=0 if confirm_seeds == 0 else positive_int("confirm_seeds", confirm_seeds, minimum=2),
+        verbose=verbose, stream=stream or sys.stdout,
+    )
 
 
 @dataclass
@@ -97,44 +152,37 @@ def _probe_model(hypermodel, features):
             raise ValueError(
                 f"`{name}`: the model cannot take these features ({inputs.describe_shapes(x_head)}); "
                 + (f"it expects input shape {expects}: " if expects is not None else "")
-                + tuner_module.failure_reason(str(err) or traceback.format_exc())
+                + failure_reason(str(err) or traceback.format_exc())
             ) from None
         outputs.append(np.asarray(keras.ops.convert_to_numpy(out)))
     last = getattr(model.layers[-1], "activation", None) if model.layers else None
     return outputs[0], getattr(last, "__name__", None)
 
 
-def _population_arg(value):
-    if isinstance(value, str):
-        if value != "auto":
-            raise ValueError(f"`population` must be an integer >= 1 or \"auto\", got {value!r}.")
-        return value
-    return _positive_int("population", value)
-
-
-def _population_size(size, hypermodel, stream, *, tuner_cls, max_trials, batch_size, dataset):
-    """The population size: `size`, or for "auto" `population.auto_size` within the tuner's limit; 1, with one
-    line saying why, when the baseline's model cannot be trained as a population."""
+def _population_size(settings, hypermodel, dataset):
+    """The population size: `settings.population`, or for "auto" `population.auto_size` within the tuner's
+    limit; 1, with one line saying why, when the baseline's model cannot be trained as a population."""
+    size, stream = settings.population, settings.stream
     if size == 1:
         return 1
     why_not = None
-    if size == "auto" and issubclass(tuner_cls, keras_tuner.Hyperband):
+    if size == "auto" and settings.hyperband:
         why_not = "Hyperband gives its trials different epoch budgets"
     elif size == "auto" and dataset:
         why_not = "x is a tf.data.Dataset (a population draws its batches from arrays)"
     else:
-        model = hypermodel.build(keras_tuner.HyperParameters())
+        model = hypermodel.build(keras_tuner.HyperParameters(), execution=0)
         why_not = vectorizable(model)
     if why_not:
         print(f"population: training trials one by one: {why_not}", file=stream, flush=True)
         return 1
     if size != "auto":
         return size
-    limit = max_trials
-    if issubclass(tuner_cls, keras_tuner.BayesianOptimization):
+    limit = settings.max_trials
+    if issubclass(settings.tuner_cls, keras_tuner.BayesianOptimization):
         # A round's members see only a pessimistic guess of each other's scores: keep at least 4 rounds.
-        limit = min(max_trials, max(2, max_trials // 4))
-    size, why = auto_size(model, batch_size, limit)
+        limit = min(limit, max(2, limit // 4))
+    size, why = auto_size(model, settings.batch_size, limit)
     print(f"population: auto: {size} trials at once ({why})", file=stream, flush=True)
     return size
 
@@ -146,13 +194,16 @@ class _Plan:
     num_outputs: int
     context: SearchContext
 
+    @property
+    def scoring(self):
+        return Scoring(self.objective.name, self.objective.direction, self.context.score_rule)
 
-def _plan(build_model, space, data, objective, from_logits, optimizer, metrics, seed, max_trials, epochs, folds,
-          score):
+
+def _plan(build_model, space, data, settings, *, objective, from_logits, optimizer, metrics):
     """Probe the model on both data sets, check the labels, measure the class counts, resolve the objective."""
     task = space.task
     hypermodel = LossHyperModel(build_model, space, class_counts=None, from_logits=from_logits,
-                                optimizer=optimizer, metrics=metrics, seed=seed, folds=folds)
+                                optimizer=optimizer, metrics=metrics, seed=settings.seed, folds=settings.folds)
     features = {"x": inputs.first_features(data.fit["x"])}
     if data.validation is not None:
         features["validation_data"] = inputs.first_features(
@@ -162,16 +213,76 @@ def _plan(build_model, space, data, objective, from_logits, optimizer, metrics, 
     task.check_outputs(outputs, from_logits, last_activation)
     class_counts = task.check_labels(data.y_train, num_outputs, "y")
     validation_counts = task.check_labels(data.y_val, num_outputs, "validation_data (labels)")
-    if folds and validation_counts is not None:
-        validation_counts = [c / folds for c in validation_counts]  # what one fold holds, on average
+    if settings.folds and validation_counts is not None:
+        validation_counts = [c / settings.folds for c in validation_counts]  # what one fold holds, on average
     hypermodel.class_counts = class_counts
     objective = objectives.resolve(objective, task, hypermodel.metric_names(num_outputs), space.loss_is_tuned)
     context = SearchContext(
         space=space.to_dict(), task=task.name, objective={"name": objective.name, "direction": objective.direction},
-        class_counts=class_counts, from_logits=bool(from_logits), max_trials=max_trials, epochs=epochs, seed=seed,
-        score_rule=score, validation_counts=validation_counts,
+        class_counts=class_counts, from_logits=bool(from_logits), max_trials=settings.max_trials,
+        epochs=settings.epochs, seed=settings.seed, score_rule=settings.score, validation_counts=validation_counts,
     )
     return _Plan(hypermodel, objective, num_outputs, context)
+
+
+def _run(plan, data, settings, project_dir, *, space, callbacks, overwrite):
+    """KerasTuner's loop with losstune's mixin, K trials at a time where populations run; returns K."""
+    directory, project_name = os.path.split(project_dir)
+    log = tuner_module.TrialLog(
+        logdir=os.path.join(project_dir, plan.context.logdir), space=space, from_logits=plan.context.from_logits,
+        num_outputs=plan.num_outputs, class_counts=plan.context.class_counts, objective=plan.objective,
+        max_trials=None if settings.hyperband else settings.max_trials, stream=settings.stream,
+        score_rule=settings.score, prune=settings.prune, epochs=settings.epochs,
+    )
+    budget = {"max_epochs": settings.epochs} if settings.hyperband else {"max_trials": settings.max_trials}
+    fit = dict(data.fit, validation_data=data.validation, epochs=settings.epochs, callbacks=list(callbacks or []),
+               verbose=settings.verbose)
+    with tuner_module.running():
+        tuner = tuner_module.make_tuner(
+            settings.tuner_cls, log, hypermodel=plan.hypermodel, objective=plan.objective, directory=directory,
+            project_name=project_name, overwrite=overwrite,
+            executions_per_trial=settings.executions_per_trial * (settings.folds or 1),
+            seed=settings.seed + 1,  # KerasTuner treats seed 0 as "unseeded"
+            max_consecutive_failed_trials=settings.max_trials + 1,  # failed trials are recorded; the search goes on
+            **budget,
+        )
+        if not tuner_module.is_worker():
+            plan.context.save(project_dir)
+            tb.write_hparams_config(log.logdir, tuner.oracle.get_space().space, plan.objective.name)
+        size = _population_size(settings, plan.hypermodel, inputs.is_dataset(data.fit["x"]))
+        if size > 1:
+            tuner.search_population(size, **fit)
+        else:
+            tuner.search(**fit, shuffle=True)
+    return size
+
+
+def _after_search(plan, data, settings, project_dir, size):
+    """Race the top candidates to an honest pick, then confirm it against the baseline over fresh seeds."""
+    result = SearchResult.from_directory(project_dir)
+    if result.best_trial is None:
+        raise RuntimeError(
+            "every trial of the search failed, so there is no best loss. " + "; ".join(
+                f"trial {t.trial_id} ({t.describe_loss()}): {t.message or t.status}" for t in result.trials[:5])
+        )
+    fit = dict(data.fit, validation_data=data.validation, epochs=settings.epochs)
+    how = dict(scoring=plan.scoring, together=size > 1, stream=settings.stream, verbose=settings.verbose)
+    if settings.race:
+        racing.race(plan.hypermodel, result, fit, settings.race, **how)
+        result = SearchResult.from_directory(project_dir)
+    if settings.confirm_seeds:
+        plan.context.confirmation = racing.confirm(plan.hypermodel, result, fit, settings.confirm_seeds, **how)
+        plan.context.save(project_dir)
+        result = SearchResult.from_directory(project_dir)
+    return result
+
+
+def _report(result, logdir):
+    """The TensorBoard summary run and the best loss's config file."""
+    tb.write_summary(logdir, result.to_markdown(), result.best_score, result.baseline_score,
+                     texts=result.summary_texts(), images=result.summary_images())
+    result.export()
+    return result
 
 
 def search(
@@ -226,8 +337,10 @@ def search(
         overwrite: start afresh instead of resuming.
         optimizer, metrics, callbacks, batch_size, verbose: as in `model.compile` / `model.fit`.
         from_logits: whether the model outputs logits.
-        confirm_seeds: after the search, retrain the best and the baseline loss with this many fresh seeds
-            and report means, spreads and a 95% confidence interval of the difference (0: skip; else >= 2).
+        confirm_seeds: after the search, retrain the best and the baseline loss with this many fresh seeds,
+            scored by `score` (as populations where the search trains populations), and report means, spreads
+            and a 95% confidence interval of the paired difference; a seed on which a loss diverges is
+            reported and left out of the pairs (0: skip; else >= 2).
         stream: where the one-line status per trial goes (default: stdout).
         score: how a training's per-epoch validation curve becomes its score: "last_quarter" (the mean of the
             last quarter of the epochs; chosen by measurement, see benchmarks/README.md), "best" (the best
@@ -249,165 +362,28 @@ def search(
             where a population cannot run.
     """
     # 1. check: every argument and the data, before anything trains
-    stream = stream or sys.stdout
-    max_trials = _positive_int("max_trials", max_trials)
-    epochs = _positive_int("epochs", epochs)
-    executions_per_trial = _positive_int("executions_per_trial", executions_per_trial)
-    batch_size = _positive_int("batch_size", batch_size)
-    seed = _positive_int("seed", seed, minimum=0)
-    race = _positive_int("race", race, minimum=0)
-    if folds is not None:
-        folds = _positive_int("folds", folds, minimum=2)
-    population = _population_arg(population)
-    if prune is not None and prune not in PRUNERS:
-        raise ValueError(f"`prune` must be None or one of {list(PRUNERS)}, got {prune!r}.")
-    if score not in SCORE_RULES:
-        raise ValueError(f"`score` must be one of {list(SCORE_RULES)}, got {score!r}.")
-    if confirm_seeds != 0:
-        confirm_seeds = _positive_int("confirm_seeds", confirm_seeds, minimum=2)
-    tuner_cls = tuner_module.tuner_class(tuner)
-    if prune and issubclass(tuner_cls, keras_tuner.Hyperband):
-        raise ValueError("`prune`: Hyperband already stops trials early (its brackets); pass prune=None with it.")
-    if population not in (1, "auto") and issubclass(tuner_cls, keras_tuner.Hyperband):
-        raise ValueError("`population`: Hyperband gives its trials different epoch budgets, and a population "
-                         "trains its members for the same epochs; pass population=1 with Hyperband.")
-    if population not in (1, "auto") and inputs.is_dataset(x):
+    settings = _settings(tuner, max_trials, epochs, executions_per_trial, batch_size, seed, race, folds, population,
+                         prune, score, confirm_seeds, verbose, stream)
+    if settings.population not in (1, "auto") and inputs.is_dataset(x):
         raise ValueError("`population` needs x and y as arrays: a population draws its members' batches "
                          "itself; pass population=1 for a tf.data.Dataset.")
     space = LossSpace.coerce(space)
-    data = _check_data(x, y, validation_data, batch_size, seed, folds)
+    data = _check_data(x, y, validation_data, settings.batch_size, settings.seed, settings.folds)
 
     # 2. plan: the model probed on both data sets, class counts, objective, the search record
-    plan = _plan(build_model, space, data, objective, from_logits, optimizer, metrics, seed, max_trials, epochs,
-                 folds, score)
+    plan = _plan(build_model, space, data, settings, objective=objective, from_logits=from_logits,
+                 optimizer=optimizer, metrics=metrics)
     project_dir = os.path.join(directory, project_name)
     if not overwrite:
         plan.context.check_resumable(project_dir)
 
     # 3. run: KerasTuner's loop with losstune's mixin
-    hyperband = issubclass(tuner_cls, keras_tuner.Hyperband)
-    log = tuner_module.TrialLog(
-        logdir=os.path.join(project_dir, plan.context.logdir), space=space, from_logits=bool(from_logits),
-        num_outputs=plan.num_outputs, class_counts=plan.context.class_counts, objective=plan.objective,
-        max_trials=None if hyperband else max_trials, stream=stream, score_rule=score, prune=prune, epochs=epochs,
-    )
-    budget = {"max_epochs": epochs} if hyperband else {"max_trials": max_trials}
-    worker = tuner_module.is_worker()
-    with tuner_module.running():
-        tuner_obj = tuner_module.make_tuner(
-            tuner_cls, log, hypermodel=plan.hypermodel, objective=plan.objective, directory=directory,
-            project_name=project_name, overwrite=overwrite, executions_per_trial=executions_per_trial * (folds or 1),
-            seed=seed + 1,  # KerasTuner treats seed 0 as "unseeded"
-            max_consecutive_failed_trials=max_trials + 1,  # failed trials are recorded; the search goes on
-            **budget,
-        )
-        if not worker:
-            plan.context.save(project_dir)
-            tb.write_hparams_config(log.logdir, tuner_obj.oracle.get_space().space, plan.objective.name)
-        population = _population_size(population, plan.hypermodel, stream, tuner_cls=tuner_cls,
-                                      max_trials=max_trials, batch_size=batch_size, dataset=inputs.is_dataset(x))
-        if population > 1:
-            tuner_obj.search_population(population, **data.fit, validation_data=data.validation, epochs=epochs,
-                                        callbacks=list(callbacks or []), verbose=verbose)
-        else:
-            tuner_obj.search(**data.fit, validation_data=data.validation, epochs=epochs,
-                             callbacks=list(callbacks or []), verbose=verbose, shuffle=True)
-    result = SearchResult.from_directory(project_dir)
-    if worker:
-        return result
-    if result.best_trial is None:
-        raise RuntimeError(
-            "every trial of the search failed, so there is no best loss. " + "; ".join(
-                f"trial {t.trial_id} ({t.describe_loss()}): {t.message or t.status}" for t in result.trials[:5])
-        )
+    size = _run(plan, data, settings, project_dir, space=space, callbacks=callbacks, overwrite=overwrite)
+    if tuner_module.is_worker():  # the chief races, confirms and reports
+        return SearchResult.from_directory(project_dir)
 
     # 4. race the top candidates to an honest pick; confirm it against the baseline over fresh seeds
-    if race:
-        _race(plan.hypermodel, result, data, epochs, race, verbose, stream, population)
-        result = SearchResult.from_directory(project_dir)
-    if confirm_seeds:
-        plan.context.confirmation = confirm(plan.hypermodel, result, data.fit, data.validation, epochs,
-                                            confirm_seeds, verbose)
-        plan.context.save(project_dir)
-        result = SearchResult.from_directory(project_dir)
+    result = _after_search(plan, data, settings, project_dir, size)
 
     # 5. report: the TensorBoard summary and the best loss's config file
-    tb.write_summary(log.logdir, result.to_markdown(), result.best_score, result.baseline_score,
-                     texts=result.summary_texts(), images=result.summary_images())
-    result.export()
-    return result
-
-
-RACE_REPEATS = 3  # repeats every raced candidate ends with: the fewest that give a standard error
-
-
-def _race(hypermodel, result, data, epochs, race, verbose, stream, population=1):
-    """Extra repeats for the top candidates, so that the pick rests on means, not on one lucky run.
-
-    Repeat k of every candidate uses the seed and fold of execution k, as the search's own executions do, so
-    differences between candidates are paired; with `population` > 1 the candidates' repeat k train together.
-    Each score is saved as it comes (an interrupted race resumes).
-    """
-    name, direction = result.objective["name"], result.objective["direction"]
-    sign = 1 if direction == "max" else -1
-    done = sorted((t for t in result.completed if t.score is not None and np.isfinite(t.score)),
-                  key=lambda t: -sign * t.score)
-    candidates = done[:race]
-    simple = [t for t in done if t.is_baseline or t.recipe is not None]
-    if simple and simple[0] not in candidates:
-        candidates.append(simple[0])  # the best simple candidate, so the pick can be checked against it
-    target = max([RACE_REPEATS] + [len(t.scores) for t in candidates])
-    logdir = os.path.join(result.directory, result.context.logdir)
-    repeats = {}
-    for t in candidates:
-        trial_dir = os.path.join(result.directory, f"trial_{t.trial_id}")
-        repeats[t.trial_id] = (tuner_module.Repeats.load(trial_dir)
-                               or tuner_module.Repeats([t.score], result.context.score_rule), trial_dir)
-    fit = dict(data.fit, validation_data=data.validation, epochs=epochs)
-    for execution in range(min(len(r.scores) for r, _ in repeats.values()), target):
-        due = [t for t in candidates if len(repeats[t.trial_id][0].scores) == execution]
-        hypermodel.execution = execution
-        members = []
-        for t in due:
-            hp = tuner_module.trial_hyperparameters(result.directory, t.trial_id)
-            members.append(Member(hypermodel.build(hp), name=f"trial {t.trial_id}"))
-            members[-1].hyperparameters = hp
-        if population > 1:
-            tuner_module.train_members(hypermodel, members, fit, execution, stream, verbose)
-        else:
-            for member in members:
-                tuner_module.fit_alone(hypermodel, member, fit, verbose)
-        for t, member in zip(due, members):
-            record, trial_dir = repeats[t.trial_id]
-            curve = member.history.get(name, [])
-            # a candidate that diverges on some seed cannot be the pick
-            value = float("nan") if member.failure else curve_score(curve, record.rule, direction)
-            record.scores.append(value)
-            record.save(trial_dir)
-            mean, se = record.mean_se
-            print(f"[race] trial {t.trial_id} repeat {execution + 1}/{target}  {t.describe_loss()}  "
-                  f"{name}={value:.4f}  mean {mean:.4f}" + (f" ± {se:.4f}" if se is not None else ""),
-                  file=stream, flush=True)
-            tb.update_trial_score(os.path.join(logdir, t.trial_id), mean, step=execution)
-    hypermodel.execution = 0
-
-
-def confirm(hypermodel, result, fit_data, validation_data, epochs, seeds, verbose=0):
-    """Retrain best and baseline with `seeds` fresh seeds; paired difference with a 95% t interval."""
-    name, direction = result.objective["name"], result.objective["direction"]
-    pick = max if direction == "max" else min
-    scores = {"best": [], "baseline": []}
-    runs = {"best": result.best_trial, "baseline": result.baseline_trial}
-    if runs["baseline"] is None:
-        raise RuntimeError("confirm_seeds: the baseline trial did not complete, so there is nothing to compare.")
-    for k in range(seeds):
-        for label, record in runs.items():
-            hypermodel.execution = 1000 + k  # seeds the search never used
-            hp = tuner_module.trial_hyperparameters(result.directory, record.trial_id)
-            model = hypermodel.build(hp)
-            history = hypermodel.fit(hp, model, **fit_data, validation_data=validation_data, epochs=epochs,
-                                     verbose=verbose, shuffle=True)
-            scores[label].append(float(pick(history.history[name])))
-    hypermodel.execution = 0
-    return {"seeds": seeds, "objective": name, "best_scores": scores["best"], "baseline_scores": scores["baseline"],
-            **paired_difference(scores["best"], scores["baseline"])}
+    return _report(result, os.path.join(project_dir, plan.context.logdir))

@@ -41,6 +41,18 @@ def mean_se(values):
     return float(values.mean()), float(values.std(ddof=1) / math.sqrt(values.size))
 
 
+def sign(direction):
+    """+1 where larger scores are better ("max"), -1 where smaller are ("min"): `sign * score` is larger-better."""
+    if direction not in ("max", "min"):
+        raise ValueError(f"`direction` must be 'max' or 'min', got {direction!r}.")
+    return 1 if direction == "max" else -1
+
+
+def best_of(values, direction):
+    """The best of `values` for `direction`."""
+    return max(values, key=lambda v: sign(direction) * v)
+
+
 SCORE_RULES = ("last_quarter", "best", "last", "mean_last_3", "mean_last_5", "mean_last_10")
 
 
@@ -58,7 +70,7 @@ def curve_score(curve, rule, direction):
     if values.size == 0:
         return float("nan")
     if rule == "best":
-        return float(np.max(values) if direction == "max" else np.min(values))
+        return float(values[int(np.argmax(sign(direction) * values))])
     if rule == "last":
         return float(values[-1])
     if rule == "last_quarter":

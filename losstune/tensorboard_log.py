@@ -180,8 +180,8 @@ def render_curves(curves, height=200, width=300):
 
 def _write_image(tag, image, description=None):
     """An RGB picture (uint8, H x W x 3) at step 0 of the default writer, as `tf.summary.image` writes it, with
-    the PNG encoded by Pillow: `tf.summary.image` runs TensorFlow's encoder under a `map_fn`, 10 ms a picture
-    inside a search (measured: 0.4 s of a 32-trial search at population 32)."""
+    the PNG encoded by Pillow: `tf.summary.image` runs TensorFlow's encoder under a `map_fn`, twice as slow
+    inside a search (benchmarks/README.md)."""
     import io
 
     from PIL import Image

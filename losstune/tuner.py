@@ -12,9 +12,7 @@ import contextlib
 import gc
 import inspect
 import json
-import logging
 import os
-import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -28,12 +26,13 @@ from keras_tuner.src import utils as kt_utils  # KerasTuner private (1.4.x): its
 from keras_tuner.src.distribute import utils as dist_utils  # KerasTuner private (1.4.x): distributed roles
 from keras_tuner.src.engine import tuner_utils  # KerasTuner private (1.4.x): SaveBestEpoch
 
-from losstune import population
+from losstune import layout, progress
 from losstune import tensorboard_log as tb
-from losstune.files import read_json, write_json_atomic, write_text_atomic
+from losstune.failures import check_repeated_failure, failure_reason
+from losstune.files import write_text_atomic
 from losstune.lossspace import LossSpace
-from losstune.pruning import MedianPruner, read_stopped
-from losstune.stats import curve_score, mean_se
+from losstune.pruning import MedianPruner
+from losstune.retrain import Candidate, Scoring, retrain
 
 TUNERS = {
     "random": keras_tuner.RandomSearch,
@@ -41,9 +40,6 @@ TUNERS = {
     "bayesian": keras_tuner.BayesianOptimization,
     "hyperband": keras_tuner.Hyperband,
 }
-DONE = ("COMPLETED", "FAILED", "INVALID")
-TRACEBACK_FILE = "traceback.txt"
-_REPEATED_FAILURES = 2  # the first trials failing with one same reason stop the search
 
 
 def tuner_class(tuner):
@@ -87,6 +83,10 @@ class TrialLog:
     prune: str | None = None  # "median": stop hopeless trials early (pruning.py)
     epochs: int = 1
 
+    @property
+    def scoring(self):
+        return Scoring(self.objective.name, self.objective.direction, self.score_rule)
+
 
 def make_tuner(tuner_cls, log: TrialLog, **kwargs):
     """An instance of `tuner_cls` with losstune's mixin: baseline first, TensorBoard, one status line a trial.
@@ -122,17 +122,17 @@ class LosstuneTunerMixin:
         log = self.losstune_log
         if log is None:
             return histories
-        objective = self.oracle.objective
-        scores = [curve_score(h.history.get(objective.name, []), log.score_rule, objective.direction)
-                  for h in histories]
-        Repeats(scores, log.score_rule).save(self.get_trial_dir(trial.trial_id))
-        return [{objective.name: score} for score in scores]  # KerasTuner's trial score: their mean
+        scores = [log.scoring.score(h.history) for h in histories]
+        layout.Repeats(scores, log.score_rule).save(self.get_trial_dir(trial.trial_id))
+        return [{log.objective.name: score} for score in scores]  # KerasTuner's trial score: their mean
 
     # KerasTuner private (1.4.x): `Tuner._configure_tensorboard_dir(callbacks, trial, execution)` is called
     # before every execution with the fit callbacks; it is the one per-execution hook a tuner has.
     def _configure_tensorboard_dir(self, callbacks, trial, execution=0):
         super()._configure_tensorboard_dir(callbacks, trial, execution)
-        self.hypermodel.execution = execution  # executions of one trial differ in their seed
+        # KerasTuner's own loop builds and fits with `build(hp)` / `fit(hp, model, ...)`, which cannot name the
+        # execution: this hook, called before each one, is where the hypermodel learns it (its seed and fold).
+        self.hypermodel.execution = execution
         log = self.losstune_log
         if log is None:
             return
@@ -216,39 +216,37 @@ class LosstuneTunerMixin:
         return trials
 
     def _train_together(self, trials, fit, callbacks, verbose):
-        objective, log = self.oracle.objective, self.losstune_log
-        scores = {t.trial_id: [] for t in trials}
-        failures = {}
+        """Every execution of `trials` (KerasTuner's executions_per_trial: seeds, folds) as one retraining of
+        them together; each trial then ends as KerasTuner's `run_trial` would end it."""
+        log = self.losstune_log
+        scores, failures = {t.trial_id: [] for t in trials}, {}
         # One checkpoint per trial across its executions, as KerasTuner's run_trial keeps the best of them all.
         # KerasTuner private (1.4.x): the trial's checkpoint path.
-        checkpoints = {t.trial_id: SaveBestAtTrainEnd(objective, self._get_checkpoint_fname(t.trial_id))
+        checkpoints = {t.trial_id: SaveBestAtTrainEnd(self.oracle.objective, self._get_checkpoint_fname(t.trial_id))
                        for t in trials}
         for execution in range(self.executions_per_trial):
             alive = [t for t in trials if t.trial_id not in failures]
-            members = {}
+            candidates = []
             for t in alive:
                 copied = self._deepcopy_callbacks(callbacks)  # KerasTuner private (1.4.x), as in run_trial
-                self._configure_tensorboard_dir(copied, t, execution)  # sets hypermodel.execution
-                copied.append(checkpoints[t.trial_id])
-                model = self.hypermodel.build(t.hyperparameters)
-                members[t.trial_id] = population.Member(model, copied, name=f"trial {t.trial_id}")
-                members[t.trial_id].hyperparameters = t.hyperparameters  # to rebuild it if it trains alone
-            train_members(self.hypermodel, list(members.values()), fit, execution, log.stream, verbose)
-            for trial_id, member in members.items():
-                if member.failure:
-                    failures[trial_id] = member.failure
+                self._configure_tensorboard_dir(copied, t, execution)
+                candidates.append(Candidate(f"trial {t.trial_id}", t.hyperparameters,
+                                            copied + [checkpoints[t.trial_id]]))
+            outcomes = retrain(self.hypermodel, candidates, fit, execution, scoring=log.scoring, together=True,
+                               stream=log.stream, verbose=verbose)
+            for t, outcome in zip(alive, outcomes):
+                if outcome.failure:
+                    failures[t.trial_id] = outcome.failure
                 else:
-                    curve = member.history.get(objective.name, [])
-                    scores[trial_id].append(curve_score(curve, log.score_rule, objective.direction))
-        self.hypermodel.execution = 0
+                    scores[t.trial_id].append(outcome.score)
         for t in trials:
             if t.trial_id in failures:
-                t.status, t.message = keras_tuner.engine.trial.TrialStatus.FAILED, failures[t.trial_id]
+                t.status, t.message = layout.FAILED, failures[t.trial_id]
             else:
-                Repeats(scores[t.trial_id], log.score_rule).save(self.get_trial_dir(t.trial_id))
-                mean = float(np.mean(scores[t.trial_id]))
-                self.oracle.update_trial(t.trial_id, {objective.name: mean}, step=0)
-                t.status = keras_tuner.engine.trial.TrialStatus.COMPLETED
+                layout.Repeats(scores[t.trial_id], log.score_rule).save(self.get_trial_dir(t.trial_id))
+                self.oracle.update_trial(t.trial_id, {log.objective.name: float(np.mean(scores[t.trial_id]))},
+                                         step=0)
+                t.status = layout.COMPLETED
             self.on_trial_end(t)
 
     def on_trial_end(self, trial):
@@ -257,71 +255,35 @@ class LosstuneTunerMixin:
         if log is None:
             return
         final = self.oracle.get_trial(trial.trial_id)
-        failed = final.status in ("FAILED", "INVALID")
+        failed = final.status in layout.NOT_SCORED
         message = failure_reason(final.message) if failed else ""
         traceback_file = None
         if failed and final.message:
             # The whole traceback stays where the user can read it; the terminal gets one line.
-            traceback_file = os.path.join(self.project_dir, f"trial_{trial.trial_id}", TRACEBACK_FILE)
+            traceback_file = layout.traceback_file(self.project_dir, trial.trial_id)
             write_text_atomic(traceback_file, final.message)
-        stopped = read_stopped(self.get_trial_dir(trial.trial_id))
-        note = (f"stopped early at epoch {stopped['epoch'] + 1}: {stopped['value']:.4f} worse than the median "
-                f"{stopped['median']:.4f} of earlier trials" if stopped else "")
-        tb.end_trial(os.path.join(log.logdir, trial.trial_id), final.score, failed, message, note)
-        self._status_line(final, message, traceback_file)
-        self._stop_on_repeated_failure()
-
-    def _status_line(self, trial, message, traceback_file):
-        log = self.losstune_log
-        if hasattr(self.oracle, "trials"):
-            done = [t for t in self.oracle.trials.values() if t.status in DONE]
-            scored = [t for t in done if t.status == "COMPLETED" and t.score is not None]
-            best_text = "  no best yet"
-            if scored:
-                best = (max if log.objective.direction == "max" else min)(scored, key=lambda t: t.score)
-                best_text = f"  best so far {best.score:.4f} (trial {best.trial_id})"
-            # the bracket counts finished trials
-            where = f"{len(done)}/{log.max_trials}" if log.max_trials else f"{len(done)}"
-        else:  # a distributed worker's oracle client knows only this worker's trials: no count, no best
-            where, best_text = self.tuner_id, ""
-        desc = log.space.trial_loss(trial.hyperparameters.values).describe()
-        repeats = Repeats.load(self.get_trial_dir(trial.trial_id))
-        if trial.status == "COMPLETED" and trial.score is not None:
-            outcome = f"{log.objective.name}={trial.score:.4f}"
-            if repeats is not None and len(repeats.scores) > 1:
-                mean, se = repeats.mean_se
-                outcome += f" ± {se:.4f} ({len(repeats.scores)} repeats)"
-            stopped = read_stopped(self.get_trial_dir(trial.trial_id))
-            if stopped:
-                outcome += (f"  STOPPED EARLY at epoch {stopped['epoch'] + 1}: {stopped['value']:.4f} worse than "
-                            f"the median {stopped['median']:.4f}")
-        else:
-            outcome = f"{trial.status}: {message or 'no score'}"
-            if traceback_file:
-                outcome += f" (traceback: {traceback_file})"
-        print(f"[{where}] trial {trial.trial_id}  {desc}  {outcome}{best_text}", file=log.stream, flush=True)
-
-    def _stop_on_repeated_failure(self):
-        """Stop when the first trials all failed with one same reason: the rest would fail the same way."""
-        if not hasattr(self.oracle, "trials"):  # a distributed worker's oracle client: the chief decides
-            return
-        ended = [self.oracle.trials[tid] for tid in getattr(self.oracle, "end_order", [])]
-        if len(ended) < _REPEATED_FAILURES or any(t.status == "COMPLETED" for t in ended):
-            return
-        reasons = {failure_reason(t.message) for t in ended}
-        if len(reasons) == 1:
-            where = os.path.join(self.project_dir, f"trial_{ended[0].trial_id}", TRACEBACK_FILE)
-            raise RepeatedFailure(
-                f"the first {len(ended)} trials all failed with the same error, so the search stopped: "
-                f"{reasons.pop()} (traceback: {where})"
-            )
+        trial_dir = self.get_trial_dir(trial.trial_id)
+        stopped = layout.read_stopped(trial_dir)
+        tb.end_trial(os.path.join(log.logdir, trial.trial_id), final.score, failed, message,
+                     progress.stopped_note(stopped))
+        # A distributed worker's oracle client has no `trials`: it knows only its own; the chief decides.
+        known = hasattr(self.oracle, "trials")
+        ended = [t for t in self.oracle.trials.values() if t.status in layout.ENDED] if known else None
+        line = progress.status_line(
+            final, log.space.trial_loss(final.hyperparameters.values).describe(), log.objective, ended=ended,
+            max_trials=log.max_trials, worker=self.tuner_id, repeats=layout.Repeats.load(trial_dir),
+            stopped=stopped, message=message, traceback_file=traceback_file)
+        print(line, file=log.stream, flush=True)
+        if known:
+            check_repeated_failure([self.oracle.trials[tid] for tid in getattr(self.oracle, "end_order", [])],
+                                   self.project_dir)
 
 
 class SaveBestAtTrainEnd(tuner_utils.SaveBestEpoch):
     """KerasTuner's best-epoch checkpoint, kept in memory at each better epoch and written once when training
-    ends. A population's members improve at most epochs, and each write of a weights file costs tens of
-    milliseconds (measured: 160 writes, 4.4 s of a 32-trial MLP search at population 32, against 1.7 s of
-    training). Nothing is lost to an interruption: an interrupted trial is rerun from scratch on resume."""
+    ends. A population's members improve at most epochs, and each write of a weights file costs more than the
+    epoch's training of a small model (benchmarks/README.md). Nothing is lost to an interruption: an
+    interrupted trial is rerun from scratch on resume."""
 
     def on_train_begin(self, logs=None):
         self._best_weights = None
@@ -337,7 +299,7 @@ class SaveBestAtTrainEnd(tuner_utils.SaveBestEpoch):
         current = self.model.get_weights()
         self.model.set_weights(self._best_weights)
         # A member's own optimizer holds only the population's step count (population.py). Saved as it is, a
-        # fresh model would load that count without moments (Adam's first steps then ~3x too large); saved as
+        # fresh model would load that count without moments (Adam's first steps then far too large); saved as
         # 0, the checkpoint restores a fresh optimizer, as KerasTuner restores one from a serial checkpoint.
         optimizer = getattr(self.model, "optimizer", None)
         count = None if optimizer is None else int(keras.ops.convert_to_numpy(optimizer.iterations))
@@ -348,72 +310,6 @@ class SaveBestAtTrainEnd(tuner_utils.SaveBestEpoch):
             optimizer.iterations.assign(count)
         self.model.set_weights(current)
         self._best_weights = None
-
-
-def _same_architecture(members):
-    """Members grouped by architecture (layer types and weight shapes): only equal ones share a population."""
-    groups = {}
-    for member in members:
-        model = member.model
-        key = (tuple(type(layer).__name__ for layer in model.layers), tuple(tuple(v.shape) for v in model.weights))
-        groups.setdefault(key, []).append(member)
-    return list(groups.values())
-
-
-def train_members(hypermodel, members, fit, execution, stream, verbose=0):
-    """Train `members` (built by `hypermodel` for `execution`) together, one population per architecture; a
-    group that cannot be vectorized trains one by one, with one line on `stream` saying why.
-
-    `fit` holds x, y, validation_data, epochs and batch_size as given to the search (folds are cut here);
-    each member carries the `hyperparameters` it was built from."""
-    hypermodel.execution = execution
-    x, y, validation = hypermodel.execution_data(fit["x"], fit["y"], fit["validation_data"])
-    logging.getLogger("tensorflow").addFilter(_EXPECTED_RETRACING)
-    for group in _same_architecture(members):
-        # The population's own trace checks the layers (and refuses before touching a weight).
-        reason = population.vectorizable(group[0].model, trace=False)
-        if reason is None:
-            try:
-                population.train_population(group, x, y, validation_data=validation, epochs=fit["epochs"],
-                                            batch_size=fit["batch_size"], shuffle=True,
-                                            seed=hypermodel.seed + execution, verbose=1 if verbose else 0)
-            except Exception as err:  # noqa: BLE001  (any engine failure: train these alone)
-                reason = f"the population failed ({tuner_failure_line(err)})"
-        if reason is not None:
-            print(f"population: training {len(group)} trial(s) one by one: {reason}", file=stream, flush=True)
-            for member in group:
-                # a fresh model: a population that failed mid-training may have moved the weights
-                member.model, member.history, member.failure = hypermodel.build(member.hyperparameters), {}, None
-                fit_alone(hypermodel, member, fit, verbose)
-
-
-class _ExpectedRetracing(logging.Filter):
-    """Each population traces its own step once; TensorFlow's 'excessive retracing' warning about the new
-    functions of each population says nothing the user can act on."""
-
-    def filter(self, record):
-        return "triggered tf.function retracing" not in record.getMessage()
-
-
-_EXPECTED_RETRACING = _ExpectedRetracing()
-
-
-def fit_alone(hypermodel, member, fit, verbose=0):
-    """A member trained as its serial trial would be (the HyperModel's `fit`), the outcome kept on the Member."""
-    try:
-        history = hypermodel.fit(None, member.model, **fit, callbacks=member.callbacks, verbose=verbose,
-                                 shuffle=True)
-        member.history = dict(history.history)
-    except keras_tuner.errors.FailedTrialError as err:
-        member.failure = str(err)
-
-
-def tuner_failure_line(err):
-    return failure_reason(f"{type(err).__name__}: {err}")
-
-
-class RepeatedFailure(RuntimeError):
-    """The first trials of a search failed for one same reason; the search stopped instead of repeating it."""
 
 
 def _requeue_orphans(oracle):
@@ -518,10 +414,10 @@ def _frozen_heap():
     """Keep what exists before the search (TensorFlow, Keras, the data) out of the garbage collector's scans.
 
     KerasTuner runs two full collections before every trial (`clear_session`'s and its own); each walks the
-    whole TensorFlow heap, about 0.35 s per collection on 2 cores. Frozen objects are still freed when their
+    whole TensorFlow heap (benchmarks/README.md has the cost). Frozen objects are still freed when their
     reference count drops; only cycles among them wait for `gc.unfreeze()` at the end. A caller that froze the
-    heap itself is left alone. No collection runs before the freeze (a full one takes 0.36 s there): what is
-    already garbage is only kept until `gc.unfreeze()`.
+    heap itself is left alone. No collection runs before the freeze (it would cost as much as one of
+    KerasTuner's): what is already garbage is only kept until `gc.unfreeze()`.
     """
     if gc.get_freeze_count():
         yield
@@ -531,111 +427,3 @@ def _frozen_heap():
         yield
     finally:
         gc.unfreeze()
-
-
-# ------------------------------------------------------------------------------------------------------
-# Reading a search back from KerasTuner's files
-# ------------------------------------------------------------------------------------------------------
-@dataclass
-class Repeats:
-    """The scores of a trial's repeats (seeds, folds; racing adds more), as `trial_<id>/repeats.json`."""
-
-    scores: list
-    rule: str
-
-    FILE = "repeats.json"
-
-    @property
-    def mean_se(self):
-        """(mean, standard error); NaN when a repeat failed: a loss that diverges on some seed cannot win."""
-        if not self.scores or any(s != s for s in self.scores):
-            return float("nan"), None
-        return mean_se(self.scores)
-
-    def save(self, trial_dir):
-        write_json_atomic(os.path.join(trial_dir, self.FILE),
-                          {"scores": [None if s != s else float(s) for s in self.scores], "rule": self.rule})
-
-    @classmethod
-    def load(cls, trial_dir):
-        path = os.path.join(trial_dir, cls.FILE)
-        if not os.path.isfile(path):
-            return None
-        data = read_json(path)
-        return cls([float("nan") if s is None else float(s) for s in data["scores"]], data["rule"])
-
-
-@dataclass(frozen=True)
-class StoredTrial:
-    """One `trial_<id>/trial.json` as KerasTuner wrote it."""
-
-    trial_id: str
-    values: dict
-    status: str
-    score: float | None
-    message: str
-    repeats: Repeats | None = None  # losstune's per-repeat scores, when the search wrote them
-    stopped: dict | None = None  # where the median rule stopped it (pruning.read_stopped)
-
-
-def stored_trials(project_dir):
-    """Every trial of the search in `project_dir`, in trial-id order.
-
-    KerasTuner private (1.4.x): the layout `<project_dir>/trial_<id>/trial.json` with keys trial_id,
-    hyperparameters.values, status, score and message (`Trial.get_state`).
-    """
-    trials = []
-    for name in sorted(os.listdir(project_dir)):
-        path = os.path.join(project_dir, name, "trial.json")
-        if not (name.startswith("trial_") and os.path.isfile(path)):
-            continue
-        with open(path, encoding="utf-8") as fh:
-            state = json.load(fh)
-        score = state.get("score")
-        trials.append(StoredTrial(
-            trial_id=state["trial_id"], values=state.get("hyperparameters", {}).get("values", {}),
-            status=state.get("status", "UNKNOWN"), score=None if score is None else float(score),
-            message=state.get("message") or "", repeats=Repeats.load(os.path.join(project_dir, name)),
-            stopped=read_stopped(os.path.join(project_dir, name)),
-        ))
-    return trials
-
-
-def trial_hyperparameters(project_dir, trial_id):
-    """KerasTuner HyperParameters holding a finished trial's values (to rebuild its model)."""
-    with open(os.path.join(project_dir, f"trial_{trial_id}", "trial.json"), encoding="utf-8") as fh:
-        state = json.load(fh)
-    return keras_tuner.HyperParameters.from_config(state["hyperparameters"])
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-# Keras wraps errors raised inside a layer's call: a header line, the real error, then an argument listing.
-_KERAS_CALL_HEADER = re.compile(r"^Exception encountered when calling .*\.$")
-_KERAS_ARGUMENTS = re.compile(r"^Arguments received by ")
-
-
-def failure_reason(message):
-    """The one line that says why a trial failed, from KerasTuner's stored traceback (or a plain message).
-
-    The exception text follows the last stack frame; its class name is dropped, and for Keras's wrapped call
-    errors the header ("Exception encountered when calling ...") and the argument listing are skipped, so
-    what is left is the line that says what is incompatible.
-    """
-    lines = _ANSI.sub("", message or "").strip().splitlines()
-    frames = [i for i, line in enumerate(lines) if line.startswith('  File "')]
-    if frames:
-        start = frames[-1] + 1
-        while start < len(lines) and lines[start].startswith("    "):
-            start += 1  # the frame's source line and its ^^^ markers
-        lines = lines[start:]
-    text = []
-    for line in lines:
-        if _KERAS_ARGUMENTS.match(line):
-            break
-        text.append(line.strip())
-    if text:
-        head, sep, tail = text[0].partition(": ")
-        if sep and head.replace(".", "").replace("_", "").isalnum():
-            text[0] = tail  # "ValueError: ..." -> "..."
-    text = [line for line in text if line and not _KERAS_CALL_HEADER.match(line)]
-    return text[0] if text else ""

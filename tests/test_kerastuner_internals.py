@@ -155,3 +155,22 @@ def test_bayesian_proposals_of_one_round_see_the_running_ones(tmp_path):
     # Apart: fitted on the completed trials alone, the three proposals fall within 0.01 of each other.
     gaps = np.diff(np.sort(proposals))
     assert gaps.min() > 0.1, proposals
+
+
+# --- Keras private names outside the population package (those inside it: tests/test_population_package.py)
+def test_weight_decay_exclusions_by_name_live_outside_the_optimizer_config():
+    # optimizers.fresh_optimizer copies `_exclude_from_weight_decay_pattern` by hand: get_config leaves it out,
+    # so a copied AdamW would decay the variables the user excluded.
+    import keras
+
+    from losstune.optimizers import fresh_optimizer
+
+    opt = keras.optimizers.AdamW(weight_decay=0.1)
+    opt.exclude_from_weight_decay(var_names=["bias"])
+    assert opt._exclude_from_weight_decay_pattern is not None
+    assert "bias" not in str(opt.get_config())
+    copy = fresh_optimizer(opt)
+    assert copy is not opt and copy._exclude_from_weight_decay_pattern == opt._exclude_from_weight_decay_pattern
+    bias = keras.Variable([1.0], name="bias")
+    assert copy._use_weight_decay(bias) is False
+    assert fresh_optimizer(keras.optimizers.AdamW(weight_decay=0.1))._use_weight_decay(bias) is True

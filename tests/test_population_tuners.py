@@ -21,6 +21,7 @@ import pytest
 from keras_tuner.src.distribute.oracle_chief import exit_chief
 
 import losstune
+from losstune import population
 from losstune import tuner as tuner_module
 from tests.helpers import mlp, tiny_multiclass
 from tests.test_distributed import ROOT, _run, _trial_lines, _trial_states
@@ -34,14 +35,14 @@ X, XV, Y, YV = X[:150], X[150:], Y[:150], Y[150:]  # validation from the same cl
 def _populations():
     """The sizes of the populations `train_members` is given, in order: who trained together."""
     sizes = []
-    train_members = tuner_module.train_members
+    train_members = population.train_members
 
     def counted(hypermodel, members, *args, **kwargs):
         sizes.append(len(members))
         return train_members(hypermodel, members, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(tuner_module, "train_members", counted)
+        mp.setattr(population, "train_members", counted)
         yield sizes
 
 
@@ -132,7 +133,7 @@ SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {root!r})
     from keras_tuner.src.distribute import oracle_chief
     import losstune
-    from losstune import tuner
+    from losstune import population
     from tests.helpers import mlp, tiny_multiclass
 
     tuner_id = os.environ.get("KERASTUNER_TUNER_ID", "")
@@ -148,13 +149,13 @@ SCRIPT = textwrap.dedent("""
                 break
             time.sleep(0.05)
 
-    train_members = tuner.train_members
+    train_members = population.train_members
 
     def counted(hypermodel, members, *args, **kwargs):  # one line per population: who trains together
         print("POPULATION", len(members), flush=True)
         return train_members(hypermodel, members, *args, **kwargs)
 
-    tuner.train_members = counted
+    population.train_members = counted
     try:
         x, y = tiny_multiclass(n=180)
         result = losstune.search(mlp(3, inputs=8), x[:120], y[:120], validation_data=(x[120:], y[120:]),
@@ -162,7 +163,7 @@ SCRIPT = textwrap.dedent("""
                                  epochs={epochs}, batch_size=8, directory={directory!r}, seed=1, race=0,
                                  population={population})
     finally:
-        tuner.train_members = train_members
+        population.train_members = train_members
     print("FINISHED", os.environ.get("KERASTUNER_TUNER_ID", "single"), len(result.trials), flush=True)
 """)
 

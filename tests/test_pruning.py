@@ -8,7 +8,7 @@ import keras_tuner
 import pytest
 
 import losstune
-from losstune import pruning
+from losstune import layout, pruning
 from tests.helpers import tiny_multiclass
 
 PLAIN = losstune.LossSpace({"crossentropy": {}}, task="multiclass")
@@ -40,7 +40,7 @@ def test_hopeless_trials_stop_after_the_warm_up(pruned_search):
     assert stopped == [t.trial_id for t in result.trials[5:]]
     for t in result.trials[5:]:
         assert t.stopped["epoch"] == pruning.warmup_epochs(8) - 1 and t.stopped["value"] < t.stopped["median"]
-        with open(pruning.curve_file(f"{result.directory}/trial_{t.trial_id}", 0)) as fh:
+        with open(layout.curve_file(layout.trial_dir(result.directory, t.trial_id), 0)) as fh:
             curve = json.load(fh)
         assert len(curve) == pruning.warmup_epochs(8)  # 2 of 8 epochs trained
     assert log.count("STOPPED EARLY at epoch 2") == 3

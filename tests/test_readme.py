@@ -34,5 +34,6 @@ def test_readme_space_example_loads():
 def test_readme_package_layout_names_every_module():
     layout = README.split("**Package layout**", 1)[1].split("**Adding a loss family**", 1)[0]
     modules = [p.name for p in (ROOT / "losstune").glob("*.py") if p.name not in ("__init__.py", "__main__.py")]
+    modules += [p.name + "/" for p in (ROOT / "losstune").iterdir() if (p / "__init__.py").is_file()]
     missing = [m for m in modules if f"`{m}`" not in layout]
     assert not missing, f"add these modules to README.md's package layout: {missing}"

@@ -196,6 +196,63 @@ def test_confirm_seeds_reports_a_confidence_interval(tmp_path):
     assert "95% CI" in result.summary()
 
 
+def _diverging_mlp(diverging_seeds):
+    """An MLP whose output turns NaN when built under one of `diverging_seeds` (its training then diverges).
+
+    The builder cannot see the seed; it sees NumPy's global generator, which `keras.utils.set_random_seed`
+    resets: the first draw after each of those seeds marks them."""
+    marks = []
+    for s in diverging_seeds:
+        keras.utils.set_random_seed(s)
+        marks.append(np.random.random())
+    base = mlp(3, inputs=8)
+
+    def build(hp=None):
+        model = base(hp)
+        if np.random.random() in marks:
+            return keras.Sequential([model, keras.layers.Lambda(lambda t: t * float("nan"))])
+        return model
+
+    return build
+
+
+@pytest.mark.parametrize("population", [1, 2])
+def test_confirm_seeds_scores_by_the_search_rule_and_survives_a_diverging_seed(tmp_path, monkeypatch, population):
+    from losstune import population as population_package
+    from losstune.racing import CONFIRM_EXECUTION
+
+    trained = []  # (execution, candidate name, History dict) of every retraining
+
+    def recorded(original):
+        def train(hypermodel, members, fit, execution, *args, **kwargs):
+            out = original(hypermodel, members, fit, execution, *args, **kwargs)
+            for m in (members if isinstance(members, list) else [members]):
+                trained.append((execution, m.name, dict(m.history)))
+            return out
+        return train
+
+    monkeypatch.setattr(population_package, "fit_alone", recorded(population_package.fit_alone))
+    monkeypatch.setattr(population_package, "train_members", recorded(population_package.train_members))
+    x, y = tiny_multiclass()
+    result = losstune.search(_diverging_mlp([CONFIRM_EXECUTION + 1]), x, y, validation_data=(x, y),
+                             space="imbalanced_multiclass", tuner="random", max_trials=2, epochs=4,
+                             directory=str(tmp_path), race=0, confirm_seeds=3, score="mean_last_3",
+                             population=population, stream=io.StringIO())
+    c = result.confirmation
+    assert c["score_rule"] == "mean_last_3" and c["diverged"] == {"best": [1], "baseline": [1]}
+    assert c["best_scores"][1] is None and c["baseline_scores"][1] is None and c["paired"] == 2
+    confirmations = {(e - CONFIRM_EXECUTION, name): h for e, name, h in trained if e >= CONFIRM_EXECUTION}
+    assert sorted(confirmations) == [(k, label) for k in range(3) for label in ("baseline", "best")]
+    flat = True
+    for k in (0, 2):
+        for label in ("best", "baseline"):
+            curve = confirmations[(k, label)]["val_macro_f1"]
+            assert c[f"{label}_scores"][k] == pytest.approx(np.mean(curve[-3:]))  # the search's rule
+            flat = flat and np.mean(curve[-3:]) == max(curve)
+    assert not flat, "every curve was flat: the test cannot tell the score rule from the best epoch"
+    assert "diverged on 1 of 3 confirmation seeds" in result.summary() and "95% CI" in result.summary()
+
+
 def test_val_loss_objective_is_refused_before_training(tmp_path):
     x, y = tiny_multiclass()
     with pytest.raises(ValueError, match="depends on the loss"):

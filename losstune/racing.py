@@ -1,0 +1,88 @@
+"""After the search: more repeats for the top candidates (the race), and the pick against the baseline over
+fresh seeds (`confirm_seeds`). Both retrain through retrain.retrain, with the search's score rule and, where
+the search trains populations, as populations.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+from losstune import layout
+from losstune import tensorboard_log as tb
+from losstune.retrain import Candidate, retrain
+from losstune.stats import paired_difference, sign
+
+RACE_REPEATS = 3  # repeats every raced candidate ends with: the fewest that give a standard error
+CONFIRM_EXECUTION = 1000  # confirmation seed k is execution 1000 + k: seeds (and folds) the search never used
+
+
+def race_candidates(result, size):
+    """The `size` best counted trials by mean, and the best simple candidate (the baseline or a recipe) so the
+    pick can be checked against it."""
+    done = sorted(result.counted, key=lambda t: -sign(result.objective["direction"]) * t.score)
+    candidates = done[:size]
+    simple = [t for t in done if t.is_baseline or t.recipe is not None]
+    if simple and simple[0] not in candidates:
+        candidates.append(simple[0])
+    return candidates
+
+
+def race(hypermodel, result, fit, size, *, scoring, together, stream, verbose=0):
+    """Extra repeats for the top candidates, so that the pick rests on means, not on one lucky run.
+
+    Repeat k of every candidate is execution k (its seed and fold), as the search's own executions are, so
+    differences between candidates are paired; with `together` the candidates' repeat k train as a population.
+    A repeat that diverges scores NaN (the candidate cannot be the pick). Each score is saved as it comes, so
+    an interrupted race resumes.
+    """
+    candidates = race_candidates(result, size)
+    target = max([RACE_REPEATS] + [len(t.scores) for t in candidates])
+    logdir = os.path.join(result.directory, result.context.logdir)
+    records = {}
+    for t in candidates:
+        folder = layout.trial_dir(result.directory, t.trial_id)
+        records[t.trial_id] = layout.Repeats.load(folder) or layout.Repeats([t.score], result.context.score_rule)
+    for execution in range(min(len(r.scores) for r in records.values()), target):
+        due = [t for t in candidates if len(records[t.trial_id].scores) == execution]
+        outcomes = retrain(hypermodel, [Candidate(f"trial {t.trial_id}",
+                                                  layout.trial_hyperparameters(result.directory, t.trial_id))
+                                        for t in due],
+                           fit, execution, scoring=scoring, together=together, stream=stream, verbose=verbose)
+        for t, outcome in zip(due, outcomes):
+            record = records[t.trial_id]
+            record.scores.append(outcome.score)
+            record.save(layout.trial_dir(result.directory, t.trial_id))
+            mean, se = record.mean_se
+            print(f"[race] trial {t.trial_id} repeat {execution + 1}/{target}  {t.describe_loss()}  "
+                  f"{scoring.objective}={outcome.score:.4f}  mean {mean:.4f}" + (f" ± {se:.4f}" if se is not None else ""),
+                  file=stream, flush=True)
+            tb.update_trial_score(os.path.join(logdir, t.trial_id), mean, step=execution)
+
+
+def confirm(hypermodel, result, fit, seeds, *, scoring, together, stream, verbose=0):
+    """Retrain the pick and the baseline with `seeds` fresh seeds, scored by the search's rule.
+
+    Returns the record `SearchContext.confirmation` keeps: per-seed scores (None where a training diverged),
+    the seeds on which each diverged, and, over the seeds where both trained, means, spreads and a 95%
+    Student-t interval of the paired difference (absent when fewer than 2 such seeds remain).
+    """
+    runs = {"best": result.best_trial, "baseline": result.baseline_trial}
+    if runs["baseline"] is None:
+        raise RuntimeError("confirm_seeds: the baseline trial did not complete, so there is nothing to compare.")
+    hps = {label: layout.trial_hyperparameters(result.directory, t.trial_id) for label, t in runs.items()}
+    scores = {label: [] for label in runs}
+    for k in range(seeds):
+        outcomes = retrain(hypermodel, [Candidate(label, hp) for label, hp in hps.items()], fit,
+                           CONFIRM_EXECUTION + k, scoring=scoring, together=together, stream=stream, verbose=verbose)
+        for label, outcome in zip(hps, outcomes):
+            scores[label].append(outcome.score)
+    record = {"seeds": seeds, "objective": scoring.objective, "score_rule": scoring.rule,
+              "best_scores": [s if math.isfinite(s) else None for s in scores["best"]],
+              "baseline_scores": [s if math.isfinite(s) else None for s in scores["baseline"]],
+              "diverged": {label: [k for k, s in enumerate(values) if not math.isfinite(s)]
+                           for label, values in scores.items()}}
+    pairs = [(b, a) for b, a in zip(scores["best"], scores["baseline"]) if math.isfinite(b) and math.isfinite(a)]
+    if len(pairs) >= 2:
+        record.update(paired_difference([b for b, _ in pairs], [a for _, a in pairs]), paired=len(pairs))
+    return record
