@@ -36,6 +36,7 @@ import losstune
 from losstune import hypermodel as hypermodel_module
 from losstune import inputs, objectives, tasks
 from losstune import tensorboard_log as tb
+from losstune import progress
 from losstune import tuner as losstune_tuner
 from losstune.result import SearchResult
 
@@ -276,7 +277,7 @@ def instrument():
         for name in names:
             p.wrap(owner, name, L["kt"])
     p.wrap(losstune_tuner.LosstuneTunerMixin, "_configure_tensorboard_dir", L["ltb"])
-    p.wrap(losstune_tuner.LosstuneTunerMixin, "_status_line", L["status"])
+    p.wrap(progress, "status_line", L["status"])
     p.wrap(SearchResult, "from_directory", L["result"])
     p.wrap(SearchResult, "export", L["result"])
     return p

@@ -133,7 +133,7 @@ def test_auto_size_takes_what_fits_within_its_limits(monkeypatch):
     size, why = population.auto_size(model, 32, limit=100, free_bytes=2 * 3 * per + 1)
     assert size == 3 and "3 fit in half the free memory" in why
     assert population.auto_size(model, 32, limit=100, free_bytes=per)[0] == 1
-    monkeypatch.setattr(population, "free_memory_bytes", lambda: None)
+    monkeypatch.setattr(population.sizing, "free_memory_bytes", lambda: None)
     size, why = population.auto_size(model, 32, limit=100)
     assert size == 32 and "free memory unknown" in why
 
@@ -148,15 +148,17 @@ def _size(size, tuner_cls, max_trials=12, dataset=False):
     import keras_tuner
 
     from losstune.hypermodel import LossHyperModel
-    from losstune.search import _population_size
+    from losstune.search import Settings, _population_size
 
     hypermodel = LossHyperModel(mlp(3, inputs=8), losstune.LossSpace.coerce("imbalanced_multiclass"),
                                 class_counts=[50, 30, 20], from_logits=False, optimizer="adam", metrics=None,
                                 seed=0, folds=None)
     out = io.StringIO()
     tuner_cls = getattr(keras_tuner, tuner_cls)
-    return _population_size(size, hypermodel, out, tuner_cls=tuner_cls, max_trials=max_trials, batch_size=32,
-                            dataset=dataset), out.getvalue()
+    settings = Settings(tuner_cls=tuner_cls, max_trials=max_trials, epochs=1, executions_per_trial=1, batch_size=32,
+                        seed=0, race=0, folds=None, population=size, prune=None, score="last", confirm_seeds=0,
+                        verbose=0, stream=out)
+    return _population_size(settings, hypermodel, dataset), out.getvalue()
 
 
 def test_auto_keeps_bayesian_rounds_and_falls_back_where_a_population_cannot_run():

@@ -1,0 +1,211 @@
+"""`train_population`: the argument checks and the epoch loop of `fit`, for every member at once."""
+
+from __future__ import annotations
+
+import time
+
+import keras
+import numpy as np
+
+from losstune.checks import positive_int
+from losstune.population.eligibility import NotVectorizable, architecture_key, vectorizable
+from losstune.population.member import Member
+from losstune.population.order import check_shuffle, epoch_batches
+
+
+def train_population(members, x, y, *, validation_data=None, epochs, batch_size, shuffle=True, seed,
+                     verbose=0):
+    """Train `members` together; each ends as if `model.fit` had trained it alone with this seed.
+
+    Args:
+        members: `Member`s whose models come from the same builder and seed (identical architecture and
+            initial weights), each compiled with its own loss and metrics and an optimizer of one common
+            configuration. `vectorizable(members[0].model)` must be None.
+        x, y: training arrays (x may be a list/tuple/dict of arrays for a multi-input model).
+        validation_data: `(x_val, y_val)` or None; validated each epoch with each member's own compiled
+            loss and metrics, batched by `batch_size` like `fit`.
+        epochs, batch_size, shuffle: as in `model.fit` (`shuffle` True or False).
+        seed: the seed a solo trial passes to `keras.utils.set_random_seed` right before `fit`; it fixes the
+            data order (see `epoch_batches`).
+        verbose: 0 silent, 1 a line for the plan and one per epoch.
+
+    Returns:
+        `members`, with `history`, `failure` and `stopped_epoch` filled and each model holding its final
+        weights (see `Member`).
+
+    Raises:
+        NotVectorizable: the members cannot share one computation (`vectorizable` refuses them, or their
+            step cannot be traced); no member's weights were touched. Train them one by one.
+        ValueError: an argument is not as described.
+    """
+    members = list(members) if isinstance(members, (list, tuple)) else members
+    if not isinstance(members, list) or not members or not all(isinstance(m, Member) for m in members):
+        raise ValueError(f"`members` must be a non-empty list of Member, got {members!r}.")
+    epochs = positive_int("epochs", epochs, 0)
+    batch_size = positive_int("batch_size", batch_size, 1)
+    check_shuffle(shuffle)
+    if verbose not in (0, 1, 2):
+        raise ValueError(f"`verbose` must be 0, 1 or 2, got {verbose!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"`seed` must be an integer, got {seed!r}.")
+    check_members(members)
+    x, y, num_samples = check_arrays("x", x, "y", y)
+    validation_data = _check_validation(validation_data)
+    order = epoch_batches(num_samples, batch_size, seed=seed, epochs=epochs, shuffle=shuffle)
+    engine = _engine_class()(members, x, y, batch_size=batch_size)
+    if verbose:
+        print(f"population of {len(members)}: {engine.describe()}", flush=True)
+    return _Loop(engine, members, order, epochs, verbose).run(validation_data, batch_size)
+
+
+def _engine_class():
+    if keras.backend.backend() == "jax":
+        from losstune.population.engine_jax import JaxEngine
+
+        return JaxEngine
+    from losstune.population.engine_tf import TFEngine
+
+    return TFEngine
+
+
+def check_members(members):
+    """Refuse members that cannot be one population: `NotVectorizable` when the model cannot be vectorized,
+    ValueError when the members differ where they must not (architecture, optimizer) or are not fresh."""
+    template = members[0].model
+    reason = vectorizable(template, trace=False)  # the population's own trace checks the layers
+    if reason:
+        raise NotVectorizable(reason)
+    key = architecture_key(template)
+    config = optimizer_config(template.optimizer)
+    for m in members:
+        if not m.model.compiled or m.model.loss is None:
+            raise ValueError(f"`members`: the model of {m.name!r} is not compiled with a loss.")
+        if architecture_key(m.model) != key:
+            raise ValueError(
+                f"`members`: {m.name!r} has a different architecture from {members[0].name!r}; a population "
+                f"holds models of one builder (group members by architecture)."
+            )
+        if optimizer_config(m.model.optimizer) != config:
+            raise ValueError(
+                f"`members`: {m.name!r} has optimizer {optimizer_config(m.model.optimizer)}, "
+                f"{members[0].name!r} has {config}; members share one optimizer configuration."
+            )
+        if m.model.optimizer.built and int(m.model.optimizer.iterations.numpy()) != 0:
+            raise ValueError(f"`members`: the optimizer of {m.name!r} has already trained; give each member a "
+                             f"fresh optimizer.")
+    if len({id(m.model) for m in members}) != len(members):
+        raise ValueError("`members`: the same model object appears twice; give each member its own model.")
+
+
+def optimizer_config(optimizer):
+    """An optimizer's configuration apart from its name."""
+    config = dict(optimizer.get_config())
+    config.pop("name", None)
+    return config
+
+
+def check_arrays(x_name, x, y_name, y):
+    """(x, y, number of examples): the arrays as NumPy, refused when not arrays or of different lengths."""
+
+    def convert(a, name):
+        if a is None:
+            raise ValueError(f"`{name}` must be an array, got None.")
+        if hasattr(a, "element_spec") or callable(getattr(a, "__next__", None)):
+            raise ValueError(f"`{name}` must be arrays (NumPy or tensors); datasets and generators are not "
+                             f"supported in populations, got {type(a).__name__}.")
+        return np.asarray(a)
+
+    x = keras.tree.map_structure(lambda a: convert(a, x_name), x)
+    y = convert(y, y_name)
+    lengths = {a.shape[0] if a.ndim else None for a in keras.tree.flatten(x)} | {y.shape[0] if y.ndim else None}
+    if len(lengths) != 1 or None in lengths or 0 in lengths:
+        raise ValueError(f"`{x_name}` and `{y_name}` must hold the same number (>= 1) of examples along their "
+                         f"first axis, got {sorted(str(n) for n in lengths)}.")
+    return x, y, lengths.pop()
+
+
+def _check_validation(validation_data):
+    if validation_data is None:
+        return None
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+        length = len(validation_data) if isinstance(validation_data, (tuple, list)) else "?"
+        raise ValueError(f"`validation_data` must be a tuple (x_val, y_val) or None, got "
+                         f"{type(validation_data).__name__} of length {length}.")
+    val_x, val_y, _ = check_arrays("validation_data[0]", validation_data[0],
+                                   "validation_data[1]", validation_data[1])
+    return val_x, val_y
+
+
+class _Loop:
+    """The epoch loop of `fit`, for every member at once: callbacks, training, validation, logs. A member
+    that stops (its failure or its callbacks' `stop_training`) leaves the loop after that epoch."""
+
+    def __init__(self, engine, members, order, epochs, verbose):
+        self.engine, self.members, self.order, self.epochs, self.verbose = engine, members, order, epochs, verbose
+        steps = len(order[0]) if order else 0
+        self.callbacks = [keras.callbacks.CallbackList(m.callbacks, add_history=False, add_progbar=False,
+                                                       model=m.model, epochs=epochs, steps=steps, verbose=0)
+                          for m in members]
+        self.active = list(range(len(members)))
+        self.logs = [None] * len(members)
+
+    def run(self, validation_data, batch_size):
+        for k, m in enumerate(self.members):
+            m.history, m.failure, m.stopped_epoch = {}, None, None
+            m.model.stop_training = False
+            self.callbacks[k].on_train_begin()
+        for epoch in range(self.epochs):
+            if not self.active:
+                break
+            start = time.perf_counter()
+            self._epoch(epoch, validation_data, batch_size)
+            if self.verbose:
+                print(f"population epoch {epoch + 1}/{self.epochs}: {len(self.active)} of {len(self.members)} "
+                      f"members training, {time.perf_counter() - start:.2f}s", flush=True)
+        for k in self.active:
+            self.callbacks[k].on_train_end(self.logs[k])
+        return self.members
+
+    def _epoch(self, epoch, validation_data, batch_size):
+        engine = self.engine
+        for k in self.active:
+            self.callbacks[k].on_epoch_begin(epoch)
+        engine.reset_metrics()
+        engine.train_epoch(self.order[epoch], epoch)
+        engine.sync_iterations(self.active)  # callbacks such as TensorBoard log against optimizer.iterations
+        failed = engine.failures()
+        train_logs = engine.collect_logs()
+        epoch_logs = {k: train_logs[k] for k in self.active}
+        if validation_data is not None:
+            self._validate(validation_data, batch_size, epoch_logs)
+        # A member that failed keeps the weights it had before its first non-finite step.
+        engine.write_back(self.active)
+        self._end_epoch(epoch, failed, epoch_logs)
+
+    def _validate(self, validation_data, batch_size, epoch_logs):
+        for k in self.active:
+            self.callbacks[k].on_test_begin()
+        self.engine.reset_metrics()
+        self.engine.evaluate(validation_data[0], validation_data[1], batch_size)
+        test_logs = self.engine.collect_logs()
+        for k in self.active:
+            val = test_logs[k]
+            self.callbacks[k].on_test_end(val)
+            epoch_logs[k].update({f"val_{name}": value for name, value in val.items()})
+
+    def _end_epoch(self, epoch, failed, epoch_logs):
+        members = self.members
+        for k in self.active:
+            m = members[k]
+            if k in failed:
+                m.failure = failed[k]
+            for name, value in epoch_logs[k].items():
+                m.history.setdefault(name, []).append(value)
+            self.callbacks[k].on_epoch_end(epoch, epoch_logs[k])
+            self.logs[k] = epoch_logs[k]
+        stopped = [k for k in self.active if members[k].failure or members[k].model.stop_training]
+        for k in stopped:
+            members[k].stopped_epoch = epoch
+            self.callbacks[k].on_train_end(self.logs[k])
+        self.active = [k for k in self.active if k not in stopped]
+        self.engine.freeze(stopped)

@@ -1,0 +1,360 @@
+"""The backend-free population engine: the members' stacked state, their losses group by group, the retry
+when a step cannot be traced, and the bookkeeping the epoch loop reads. One subclass per backend
+(`engine_tf.TFEngine`, `engine_jax.JaxEngine`) keeps the state and traces the steps; what it must provide is
+declared here as abstract methods.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from losstune.population.eligibility import NotVectorizable, first_line
+from losstune.population.forward import Forward, seed_states, vmap
+from losstune.population.groups import make_groups, member_loss, patched
+
+
+class Engine(abc.ABC):
+    """The stacked state of a population and the pure computation of its members' losses.
+
+    The constructor probes the members on a tiny batch, groups them by loss, asks the backend for its state
+    (`_init_state`), decides which groups' losses map over members, and traces the training and test steps
+    (`_trace_steps`) with one retry: when tracing fails while some group is mapped, every group is computed
+    member by member and the steps are traced again; when that fails too, `NotVectorizable` is raised (no
+    member's weights have been touched).
+
+    Attributes a backend fills in `_init_state`: `trainable` and `non_trainable` (the stacked variables, in
+    the template model's order; seed-generator states listed in `shared` unstacked), `metric_state` (one
+    list of stacked metric variables per group) and `optimizer` (one optimizer over the stacked variables).
+    """
+
+    def __init__(self, members, x, y, *, batch_size):
+        self.members = members
+        self.models = [m.model for m in members]
+        self.template = self.models[0]
+        self.size = len(members)
+        self.x, self.y = x, y
+        self.batch_size = batch_size
+        self.steps_per_epoch = None  # set by `train_epoch`; `failures` turns a step code into (epoch, batch)
+        self.trainable, self.non_trainable, self.metric_state, self.optimizer = [], [], [], None
+        self._built = set()
+        self._reported = set()
+        self._probe(x, y)
+        self.groups = make_groups(self.models)
+        order = [k for g in self.groups for k in g.indices]
+        # Losses come out group by group; this puts them back in member order.
+        self.inverse = None if order == list(range(self.size)) else np.argsort(order).astype("int32")
+        for g in self.groups:
+            g.take = None if g.indices == list(range(self.size)) else np.asarray(g.indices, "int32")
+        self._results = [None] * len(self.groups)
+        self._build([g.model for g in self.groups])
+        self.shared = self._shared_seed_states()
+        self.forward = Forward(self.template, self.shared)
+        self._init_state()
+        self._probe_groups()
+        self._trace_with_retry()
+
+    # -- what a backend provides ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def _init_state(self):
+        """Create the stacked state (`trainable`, `non_trainable`, `metric_state`, `optimizer`, the members'
+        alive and failure records) and put the training arrays `self.x`, `self.y` where the steps read them."""
+
+    @abc.abstractmethod
+    def _trace_probe(self, fn, preds):
+        """Trace `fn(preds)` (a group's loss mapped over its members) without running it; raise if it cannot
+        be traced."""
+
+    @abc.abstractmethod
+    def _trace_steps(self):
+        """Trace the training and test steps now, on the shapes of the first batches, without running them
+        or touching any state; raise if either cannot be traced. Called again after the groups changed."""
+
+    @abc.abstractmethod
+    def _train_batch(self, idx, code):
+        """One training step on the rows `idx` (int64 array) of the training arrays; `code` (int) is the step's
+        number in the whole run, recorded for a member that fails at it."""
+
+    @abc.abstractmethod
+    def _test_batch(self, x, y):
+        """Update every member's metric state on one validation batch (NumPy arrays)."""
+
+    @abc.abstractmethod
+    def reset_metrics(self):
+        """Set every group's metric state to its initial values."""
+
+    @abc.abstractmethod
+    def freeze(self, indices):
+        """Stop updating the members `indices` (they stopped or failed)."""
+
+    @abc.abstractmethod
+    def _failed_at(self):
+        """(steps, values): NumPy arrays (K,), the step code at which each member failed (-1: not failed)
+        and its loss at that step."""
+
+    @abc.abstractmethod
+    def _optimizer_value(self, i):
+        """The current value of the population optimizer's i-th variable."""
+
+    @abc.abstractmethod
+    def _metric_values(self, g):
+        """The current stacked metric values of group `g` as NumPy arrays, in `g.model.metrics_variables`
+        order."""
+
+    @abc.abstractmethod
+    def _group_results(self, gi):
+        """{metric name: stacked result} of group `gi` from its current metric state (a compiled function of
+        `_results_fn`)."""
+
+    # -- construction -----------------------------------------------------------------------------------
+    def _probe(self, x, y):
+        """A tiny batch, the initial predictions on it (members start from the same weights, so one member's
+        serve all) and each member's compiled loss built on it (grouping reads the built loss)."""
+        self._probe_x = keras.tree.map_structure(lambda a: a[:2], x)
+        self._probe_y = y[:2]
+        # Keras private (3.x): `_call_has_training_arg`, as in `forward.Forward`.
+        kwargs = {"training": False} if self.template._call_has_training_arg else {}
+        self._probe_pred = self.template(self._probe_x, **kwargs)
+        for model in self.models:
+            model.compute_loss(self._probe_x, self._probe_y, self._probe_pred, None, training=False)
+
+    def _build(self, models):
+        """Build the compiled loss and metrics of `models` (they create their variables on first use, which
+        must not happen inside a traced step) and reset them. Only the models that compute are built: a
+        mapped group's first model, every model of a group computed one by one."""
+        for model in models:
+            if id(model) in self._built:
+                continue
+            model.compute_metrics(self._probe_x, self._probe_y, self._probe_pred, None)
+            model.reset_metrics()
+            self._built.add(id(model))
+
+    def _build_unmapped(self):
+        self._build([model for g in self.groups if not g.mapped for model in g.models])
+
+    def _shared_seed_states(self):
+        """Indices of the non-trainable variables that are seed-generator states equal in all members."""
+        out = []
+        for i in seed_states(self.template):
+            value = np.asarray(self.template.non_trainable_variables[i].numpy())
+            if all(np.array_equal(np.asarray(m.non_trainable_variables[i].numpy()), value) for m in self.models):
+                out.append(i)
+        return out
+
+    def _probe_groups(self):
+        """Trace each group's loss with its per-member numbers as tensors, on a tiny batch. A loss whose
+        Python code branches on such a number (`if not label_smoothing:`) cannot take a tensor there:
+        that group is computed one member at a time."""
+        y = self._probe_y
+        for g in self.groups:
+            if not g.params:
+                continue
+            preds = ops.stack([self._probe_pred] * len(g.indices))
+            params = {name: ops.convert_to_tensor(value) for name, value in g.params.items()}
+
+            def mapped(p, g=g, params=params):
+                def one(args):
+                    pred, member_params = args
+                    with patched(g.loss, member_params):
+                        return g.loss(y, pred)
+
+                return vmap(one, (p, params))
+
+            try:
+                self._trace_probe(mapped, preds)
+            except Exception:  # Python branching on a hyperparameter, or an op that takes no tensor there
+                g.mapped = False
+        self._build_unmapped()
+
+    def _trace_with_retry(self):
+        """Trace the steps; when that fails while some group is mapped (a loss or metric that does not map),
+        compute every group member by member and trace again; when that fails too (a layer that cannot be
+        mapped, even in a loop), raise `NotVectorizable` with the error's first line."""
+        try:
+            self._trace_steps()
+            return
+        except Exception as first:  # noqa: BLE001  (any failure to trace)
+            error = first
+        if any(g.mapped for g in self.groups):
+            for g in self.groups:
+                g.mapped = False
+            self._build_unmapped()
+            try:
+                self._trace_steps()
+                return
+            except Exception as second:  # noqa: BLE001
+                error = second
+        raise NotVectorizable(f"a layer does not vectorize: {first_line(error)}") from error
+
+    def describe(self):
+        return "; ".join(g.describe() for g in self.groups)
+
+    def initial_metric_state(self, g):
+        """Group `g`'s initial metric values, stacked (one row per member), as NumPy arrays."""
+        g.model.reset_metrics()
+        return [np.stack([np.asarray(v.numpy())] * len(g.indices)) for v in g.model.metrics_variables]
+
+    def example_batch(self):
+        """The rows of the first batch `train_epoch` draws, as far as shapes go: `min(batch_size, len(y))`."""
+        return np.arange(min(self.batch_size, len(self.y)), dtype="int64")
+
+    # -- the members' losses ----------------------------------------------------------------------------
+    def member_losses(self, trainable, non_trainable, metric_state, x, y, *, training):
+        """Forward pass of all members, then each group's losses and metric updates.
+
+        Returns the (K,) vector of member losses in member order, the new non-trainable values and the
+        new metric states (one list per group).
+        """
+        y_pred, new_nt, extra = self.forward(trainable, non_trainable, x, training=training)
+        parts, new_state = [], []
+        for g, state in zip(self.groups, metric_state):
+            preds = take(y_pred, g.take)
+            g_extra = [take(e, g.take) for e in extra]
+            value, state = self._group_losses(g, x, y, preds, g_extra, state, training=training)
+            parts.append(ops.cast(value, "float32"))
+            new_state.append(state)
+        losses = parts[0] if len(parts) == 1 else ops.concatenate(parts)
+        return take(losses, self.inverse), new_nt, new_state
+
+    def _group_losses(self, g, x, y, preds, extra, state, *, training):
+        """Losses (one per member of `g`) and updated metric states of the group's members."""
+        if g.mapped:
+            params = {name: ops.convert_to_tensor(value) for name, value in g.params.items()}
+
+            def one(args):
+                pred, member_params, member_extra, member_state = args
+                return member_loss(g.model, g.loss, member_params, x, y, pred, member_extra, member_state,
+                                   training=training)
+
+            return vmap(one, (preds, params, list(extra), list(state)))
+        losses, states = [], []
+        for j, model in enumerate(g.models):
+            value, new = member_loss(model, None, None, x, y, preds[j], [e[j] for e in extra],
+                                     [s[j] for s in state], training=training)
+            losses.append(value)
+            states.append(new)
+        return ops.stack(losses), [ops.stack(list(s)) for s in zip(*states)]
+
+    def _results_fn(self, g):
+        """A function of a group's stacked metric state -> {name: stacked result}."""
+
+        def results(*state):
+            def one(values):
+                with keras.StatelessScope(state_mapping=list(zip(g.model.metrics_variables, values))):
+                    return g.model.get_metrics_result()
+
+            return vmap(one, list(state))
+
+        return results
+
+    # -- what the epoch loop calls ----------------------------------------------------------------------
+    def train_epoch(self, batches, epoch):
+        """Train every active member on the index `batches` of epoch `epoch`."""
+        self.steps_per_epoch = len(batches)
+        for b, idx in enumerate(batches):
+            self._train_batch(idx, epoch * len(batches) + b)
+
+    def evaluate(self, x, y, batch_size):
+        """Update every member's metric state on the validation arrays, batched by `batch_size` as `fit`."""
+        for start in range(0, len(y), batch_size):
+            self._test_batch(keras.tree.map_structure(lambda a: a[start:start + batch_size], x),
+                             y[start:start + batch_size])
+
+    def write_back(self, indices):
+        """Copy the stacked weights and non-trainable state of members `indices` into their own models,
+        so callbacks and the caller see each member's weights (TensorFlow variables and JAX arrays alike)."""
+        t_vals = [np.asarray(v) for v in self.trainable]
+        n_vals = [np.asarray(v) for v in self.non_trainable]
+        for k in indices:
+            model = self.models[k]
+            for v, value in zip(model.trainable_variables, t_vals):
+                v.assign(value[k])
+            for i, (v, value) in enumerate(zip(model.non_trainable_variables, n_vals)):
+                v.assign(value if i in self.shared else value[k])
+
+    def failures(self):
+        """{member index: message} for the members that failed since the last call."""
+        out = {}
+        if self.steps_per_epoch is None:  # no epoch trained yet
+            return out
+        step, value = self._failed_at()
+        for k in range(self.size):
+            if step[k] >= 0 and k not in self._reported:
+                self._reported.add(k)
+                epoch, batch = divmod(int(step[k]), self.steps_per_epoch)
+                what = (f"training loss became {float(value[k])}" if not math.isfinite(value[k])
+                        else "gradients became non-finite")
+                out[k] = f"{what} at batch {batch} of epoch {epoch}"
+        return out
+
+    def collect_logs(self):
+        """{member index: logs} from the current metric state: what each member's own metrics report
+        (`get_metrics_result`) for its slice, computed for a whole group at once."""
+        out = {}
+        for gi, g in enumerate(self.groups):
+            results = None
+            if g.results_mapped:
+                try:
+                    results = self._group_results(gi)
+                except Exception:  # a metric whose result does not map: ask each member's metrics
+                    g.results_mapped = False
+            for j, k in enumerate(g.indices):
+                if results is not None:
+                    out[k] = {name: to_python(value[j]) for name, value in results.items()}
+                else:
+                    out[k] = self._member_results(g, j, self.models[k])
+        return out
+
+    def _member_results(self, g, j, model):
+        """Member `j` of group `g`'s logs from its own model's metrics, given its slice of the state."""
+        self._build([model])
+        for v, value in zip(model.metrics_variables, self._metric_values(g)):
+            v.assign(value[j])
+        return {name: to_python(value) for name, value in model.get_metrics_result().items()}
+
+    def sync_iterations(self, indices):
+        """Set the step count of members' own optimizers to the population's (as `fit` would have)."""
+        position = next(i for i, v in enumerate(self.optimizer.variables) if v is self.optimizer.iterations)
+        count = int(np.asarray(self._optimizer_value(position)))
+        for k in indices:
+            self.models[k].optimizer.iterations.assign(count)
+
+
+# -- helpers shared by the backends ------------------------------------------------------------------------
+def take(value, indices):
+    """`value`'s rows `indices` (all of them when None)."""
+    return value if indices is None else ops.take(value, indices, axis=0)
+
+
+def to_python(value):
+    """A logged value as a Python float (or list of floats), as Keras's History keeps it."""
+    value = np.asarray(value)
+    return float(value) if value.ndim == 0 else value.tolist()
+
+
+def expand(mask, like):
+    """A (K,) mask reshaped to broadcast against a stacked (K, ...) value."""
+    return ops.reshape(mask, (-1,) + (1,) * (len(like.shape) - 1))
+
+
+def finite_members(losses, grads, size):
+    """(K,) booleans: the member's loss and all its gradients are finite."""
+    ok = ops.isfinite(losses)
+    for g in grads:
+        ok = ops.logical_and(ok, ops.all(ops.isfinite(ops.reshape(g, (size, -1))), axis=1))
+    return ok
+
+
+def stack_variables(models, variables_of, shared=()):
+    """NumPy stacks (K, ...) of the members' variables; the `shared` ones once, unstacked."""
+    out = []
+    for i, v in enumerate(variables_of(models[0])):
+        if i in shared:
+            out.append(np.asarray(v.numpy()))
+        else:
+            out.append(np.stack([np.asarray(variables_of(m)[i].numpy()) for m in models]))
+    return out

@@ -1,0 +1,146 @@
+"""The TensorFlow engine: the stacked state lives in variables and one `tf.function` updates it in place,
+as Keras's own TensorFlow trainer does."""
+
+from __future__ import annotations
+
+import keras
+
+from losstune.optimizers import fresh_optimizer
+from losstune.population.engine import Engine, expand, finite_members, stack_variables
+
+
+def _read(variable):
+    """The current value of a TensorFlow-backed keras.Variable as a tensor (a read, ordered in the trace)."""
+    import tensorflow as tf
+
+    return tf.convert_to_tensor(variable.value)
+
+
+class TFEngine(Engine):
+    """TensorFlow: stacked `keras.Variable`s updated in place by traced `tf.function` steps."""
+
+    def __init__(self, members, x, y, *, batch_size):
+        import tensorflow as tf
+
+        self.tf = tf
+        super().__init__(members, x, y, batch_size=batch_size)
+
+    def _init_state(self):
+        tf, t, K = self.tf, self.template, self.size
+        stacked = stack_variables(self.models, lambda m: m.trainable_variables)
+        self.trainable = [keras.Variable(value, dtype=v.dtype, name=v.name, constraint=v.constraint)
+                          for v, value in zip(t.trainable_variables, stacked)]
+        stacked = stack_variables(self.models, lambda m: m.non_trainable_variables, self.shared)
+        self.non_trainable = [keras.Variable(value, dtype=v.dtype, name=v.name, trainable=False)
+                              for v, value in zip(t.non_trainable_variables, stacked)]
+        self.metric_state = [[keras.Variable(value, dtype=v.dtype, trainable=False)
+                              for v, value in zip(g.model.metrics_variables, self.initial_metric_state(g))]
+                             for g in self.groups]
+        self.optimizer = fresh_optimizer(t.optimizer)
+        self.optimizer.build(self.trainable)
+        self.alive = tf.Variable(tf.ones((K,), tf.bool), trainable=False)
+        self.failed_step = tf.Variable(tf.fill((K,), tf.constant(-1, tf.int64)), trainable=False)
+        self.failed_value = tf.Variable(tf.zeros((K,), tf.float32), trainable=False)
+        self.x_tensor = keras.tree.map_structure(tf.convert_to_tensor, self.x)
+        self.y_tensor = tf.convert_to_tensor(self.y)
+
+    def _trace_steps(self):
+        """Trace the training and test steps once each: the batch axis is left unknown so the last,
+        partial batch reuses the trace."""
+        tf = self.tf
+
+        def spec(t, batch=None):
+            return tf.TensorSpec((batch,) + tuple(t.shape[1:]), t.dtype)
+
+        x_spec = keras.tree.map_structure(lambda t: spec(t, t.shape[0]), self.x_tensor)
+        y_spec = spec(self.y_tensor, self.y_tensor.shape[0])
+        self._train = tf.function(
+            self._train_step, jit_compile=False, autograph=False,
+            input_signature=[x_spec, y_spec, tf.TensorSpec((None,), tf.int64), tf.TensorSpec((), tf.int64)])
+        self._test = tf.function(
+            self._test_step, jit_compile=False, autograph=False,
+            input_signature=[keras.tree.map_structure(spec, self.x_tensor), spec(self.y_tensor)])
+        self._train.get_concrete_function()
+        self._test.get_concrete_function()
+
+    def _trace_probe(self, fn, preds):
+        self.tf.function(fn, autograph=False).get_concrete_function(preds)
+
+    # -- traced steps -----------------------------------------------------------------------------------
+    def _train_step(self, x_all, y_all, idx, code):
+        tf = self.tf
+        x = keras.tree.map_structure(lambda a: tf.gather(a, idx), x_all)
+        y = tf.gather(y_all, idx)
+        state = [[_read(v) for v in variables] for variables in self.metric_state]
+        alive = self.alive.value()
+        with tf.GradientTape() as tape:
+            trainable = [_read(v) for v in self.trainable]
+            tape.watch(trainable)
+            losses, new_nt, new_state = self.member_losses(trainable, [_read(v) for v in self.non_trainable],
+                                                           state, x, y, training=True)
+            # A frozen member's loss is left out, so its NaN cannot reach the gradients of the sum.
+            total = tf.reduce_sum(tf.where(alive, losses, tf.zeros_like(losses)))
+            total = self.optimizer.scale_loss(total)
+        grads = tape.gradient(total, trainable)
+        ok = finite_members(losses, grads, self.size)
+        newly_failed = alive & ~ok
+        self.failed_step.assign(tf.where(newly_failed, code, self.failed_step))
+        self.failed_value.assign(tf.where(newly_failed, losses, self.failed_value))
+        keep = alive & ok
+        self.alive.assign(keep)
+        self.optimizer.apply(grads, self.trainable)
+        # Mask the update itself: Adam moves a weight even when its gradient is zero.
+        for v, old in zip(self.trainable, trainable):
+            v.assign(tf.where(expand(keep, old), _read(v), old))
+        for i, (v, new) in enumerate(zip(self.non_trainable, new_nt)):
+            new = tf.cast(new, v.dtype)
+            v.assign(new if i in self.shared else tf.where(expand(keep, new), new, _read(v)))
+        self._assign_metrics(new_state)
+        return keep
+
+    def _test_step(self, x, y):
+        state = [[_read(v) for v in variables] for variables in self.metric_state]
+        _, _, new_state = self.member_losses([_read(v) for v in self.trainable],
+                                             [_read(v) for v in self.non_trainable], state, x, y, training=False)
+        self._assign_metrics(new_state)
+        return self.tf.constant(0)
+
+    def _assign_metrics(self, new_state):
+        for variables, values in zip(self.metric_state, new_state):
+            for v, value in zip(variables, values):
+                v.assign(value)
+
+    # -- what the engine calls --------------------------------------------------------------------------
+    def _train_batch(self, idx, code):
+        tf = self.tf
+        self._train(self.x_tensor, self.y_tensor, tf.constant(idx), tf.constant(code, tf.int64))
+
+    def _test_batch(self, x, y):
+        tf = self.tf
+        xb = keras.tree.map_structure(lambda a, t: tf.convert_to_tensor(a, t.dtype), x, self.x_tensor)
+        self._test(xb, tf.convert_to_tensor(y, self.y_tensor.dtype))
+
+    def reset_metrics(self):
+        for g, variables in zip(self.groups, self.metric_state):
+            for v, value in zip(variables, self.initial_metric_state(g)):
+                v.assign(value)
+
+    def freeze(self, indices):
+        if indices:
+            alive = self.alive.numpy()
+            alive[list(indices)] = False
+            self.alive.assign(alive)
+
+    def _failed_at(self):
+        return self.failed_step.numpy(), self.failed_value.numpy()
+
+    def _optimizer_value(self, i):
+        return self.optimizer.variables[i].numpy()
+
+    def _metric_values(self, g):
+        return [v.numpy() for v in self.metric_state[self.groups.index(g)]]
+
+    def _group_results(self, gi):
+        if self._results[gi] is None:
+            self._results[gi] = self.tf.function(self._results_fn(self.groups[gi]), autograph=False)
+        return self._results[gi](*[_read(v) for v in self.metric_state[gi]])

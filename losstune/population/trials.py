@@ -1,0 +1,94 @@
+"""A HyperModel's trials trained as populations: grouped by architecture, each group trained together, or
+one by one (each as its serial trial) with one line saying why when it cannot be."""
+
+from __future__ import annotations
+
+import logging
+
+import keras_tuner
+
+from losstune.failures import error_line
+from losstune.population.driver import train_population
+from losstune.population.eligibility import NotVectorizable, architecture_key
+
+
+def same_architecture(members):
+    """`members` grouped by `architecture_key` (in order of first appearance): only equal ones share a
+    population."""
+    groups = {}
+    for member in members:
+        groups.setdefault(architecture_key(member.model), []).append(member)
+    return list(groups.values())
+
+
+def train_members(hypermodel, members, fit, execution, stream, verbose=0):
+    """Train `members` (built by `hypermodel` for `execution`) together, one population per architecture; a
+    group that cannot be one population trains one by one, with one line on `stream` saying why:
+    "population: training {n} trial(s) one by one: {reason}".
+
+    Args:
+        hypermodel: a `LossHyperModel` (its `execution_data`, `seed_for`, `build` and `fit` are called with
+            `execution` explicitly; its `execution` attribute is neither read nor set here).
+        members: `Member`s, each carrying the `hyperparameters` its model was built from (a member that
+            trains alone is rebuilt from them).
+        fit: x, y, validation_data, epochs and batch_size as given to the search (folds are cut here).
+        execution: which execution (repeat) of the trials this is: its seed, and with folds its fold.
+        stream: where the fallback line goes.
+        verbose: 0 silent; else the population's plan and epochs, and `fit`'s own output when alone.
+
+    Returns:
+        `members`, with `history` and `failure` filled.
+    """
+    x, y, validation = hypermodel.execution_data(fit["x"], fit["y"], fit["validation_data"], execution)
+    logging.getLogger("tensorflow").addFilter(_EXPECTED_RETRACING)
+    for group in same_architecture(members):
+        untouched = True
+        try:
+            train_population(group, x, y, validation_data=validation, epochs=fit["epochs"],
+                             batch_size=fit["batch_size"], shuffle=True, seed=hypermodel.seed_for(execution),
+                             verbose=1 if verbose else 0)
+            continue
+        except NotVectorizable as err:  # refused before any weight was touched
+            reason = err.reason
+        except Exception as err:  # noqa: BLE001  (any engine failure: train these alone)
+            reason, untouched = f"the population failed ({error_line(err)})", False
+        print(f"population: training {len(group)} trial(s) one by one: {reason}", file=stream, flush=True)
+        for member in group:
+            _train_alone(hypermodel, member, fit, execution, verbose, untouched)
+    return members
+
+
+def _train_alone(hypermodel, member, fit, execution, verbose, untouched):
+    """`member` trained as its serial trial, from a fresh model: a population that failed mid-training may
+    have moved its weights. A member without `hyperparameters` keeps its model when the population never
+    touched it, and fails otherwise."""
+    member.history, member.failure, member.stopped_epoch = {}, None, None
+    if member.hyperparameters is not None:
+        member.model = hypermodel.build(member.hyperparameters, execution)
+    elif not untouched:
+        member.failure = "the population failed and the member has no hyperparameters to rebuild its model from"
+        return member
+    return fit_alone(hypermodel, member, fit, execution, verbose)
+
+
+def fit_alone(hypermodel, member, fit, execution, verbose=0):
+    """A member trained as its serial trial would be (the HyperModel's `fit` for `execution`), the outcome
+    kept on the Member: `history`, or `failure` when the HyperModel fails the trial."""
+    try:
+        history = hypermodel.fit(None, member.model, **fit, execution=execution, callbacks=member.callbacks,
+                                 verbose=verbose, shuffle=True)
+        member.history = dict(history.history)
+    except keras_tuner.errors.FailedTrialError as err:
+        member.failure = str(err)
+    return member
+
+
+class _ExpectedRetracing(logging.Filter):
+    """Each population traces its own step once; TensorFlow's 'excessive retracing' warning about the new
+    functions of each population says nothing the user can act on."""
+
+    def filter(self, record):
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+_EXPECTED_RETRACING = _ExpectedRetracing()
