@@ -9,6 +9,7 @@
         trial_<id>/repeats.json              the scores of the trial's repeats (seeds, folds, race), written
                                              once its executions have all finished: it marks a trial done
         trial_<id>/curve_<k>.json            execution k's objective per epoch (the median rule reads them)
+        trial_<id>/predictions_<k>.npz       execution k's validation labels and outputs after training
         trial_<id>/stopped.json              where the median rule stopped it
         trial_<id>/traceback.txt             a failed trial's whole traceback
         <logdir>/<id>/execution<k>/          TensorBoard runs (tensorboard_log)
@@ -22,7 +23,7 @@ import glob
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import keras_tuner
 
@@ -64,6 +65,10 @@ def curve_files(project_dir):
     return glob.glob(os.path.join(glob.escape(project_dir), "trial_*", "curve_*.json"))
 
 
+def predictions_file(trial_dir_, execution):
+    return os.path.join(trial_dir_, f"predictions_{execution}.npz")
+
+
 def traceback_file(project_dir, trial_id):
     return os.path.join(trial_dir(project_dir, trial_id), TRACEBACK_FILE)
 
@@ -89,6 +94,7 @@ class Repeats:
 
     scores: list
     rule: str
+    ece: list = field(default_factory=list)  # each repeat's calibration error (NaN where none), same rule
 
     @property
     def mean_se(self):
@@ -97,9 +103,19 @@ class Repeats:
             return float("nan"), None
         return mean_se(self.scores)
 
+    @property
+    def mean_ece(self):
+        """The mean calibration error over the repeats that have one, or None."""
+        values = [e for e in self.ece if e == e]
+        return float(sum(values) / len(values)) if values else None
+
+    def add(self, score, ece=float("nan")):
+        self.scores.append(score)
+        self.ece.extend([float("nan")] * (len(self.scores) - 1 - len(self.ece)) + [ece])
+
     def save(self, trial_dir_):
         write_json_atomic(os.path.join(trial_dir_, REPEATS_FILE),
-                          {"scores": [None if s != s else float(s) for s in self.scores], "rule": self.rule})
+                          {"scores": _nullable(self.scores), "rule": self.rule, "ece": _nullable(self.ece)})
 
     @classmethod
     def load(cls, trial_dir_):
@@ -107,7 +123,16 @@ class Repeats:
         if not os.path.isfile(path):
             return None
         data = read_json(path)
-        return cls([float("nan") if s is None else float(s) for s in data["scores"]], data["rule"])
+        return cls(_floats(data["scores"]), data["rule"], _floats(data.get("ece", [])))
+
+
+def _nullable(values):
+    """JSON holds no NaN: a missing value is null."""
+    return [None if v != v else float(v) for v in values]
+
+
+def _floats(values):
+    return [float("nan") if v is None else float(v) for v in values]
 
 
 @dataclass(frozen=True)

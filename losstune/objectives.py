@@ -12,7 +12,7 @@ from keras import ops
 
 # Directions of common Keras metric names, for objectives given as a plain string.
 _MAX_WORDS = ("auc", "accuracy", "acc", "f1", "precision", "recall", "iou", "r2", "score")
-_MIN_WORDS = ("loss", "error", "mae", "mse", "rmse", "msle", "crossentropy", "hinge", "mape")
+_MIN_WORDS = ("loss", "error", "mae", "mse", "rmse", "msle", "crossentropy", "hinge", "mape", "ece")
 _LOSS_NAMES = ("loss", "val_loss")
 
 

@@ -6,18 +6,95 @@ reads a search back and presents it; the decisions it shows are made here.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import numpy as np
 
-from losstune import families, layout, stats
+from losstune import families, layout, sampling, stats
 
 
-def pick(trials, direction):
+class SampleError:
+    """The validation sample's own error in trial scores, bootstrapped from the trials' kept validation
+    predictions (`runs`: one (y_true, y_pred) per repeat; predictions.py) with sampling.py: class-stratified,
+    paired between candidates, under the search's class prior. None wherever it cannot be measured (no kept
+    predictions, an objective sampling.py does not know)."""
+
+    N_BOOT = 500
+
+    def __init__(self, objective, prior="validation"):
+        self.metric = sampling.metric_fn(objective)
+        self.prior = prior
+        self._single = {}
+
+    def _runs(self, trial, repeats):
+        runs = getattr(trial, "runs", None)
+        if self.metric is None or not runs or len(runs) < repeats:
+            return None
+        return [(y, p, sampling.prior_weights(y, p.shape[-1] if p.ndim > 1 else 2, self.prior))
+                for y, p in runs[:repeats]]
+
+    def single(self, trial):
+        """The validation-sampling standard error of `trial`'s mean score, or None."""
+        if trial.trial_id not in self._single:
+            runs = self._runs(trial, len(trial.scores))
+            self._single[trial.trial_id] = (None if runs is None else
+                                            sampling.single_bootstrap(runs, self.metric, n_boot=self.N_BOOT).se_sample)
+        return self._single[trial.trial_id]
+
+    def paired(self, a, b):
+        """The validation-sampling standard error of the paired difference of `a` and `b`, or None."""
+        repeats = min(len(a.scores), len(b.scores))
+        ra, rb = self._runs(a, repeats), self._runs(b, repeats)
+        if ra is None or rb is None:
+            return None
+        try:
+            return sampling.paired_bootstrap(ra, rb, self.metric, n_boot=self.N_BOOT).se_sample
+        except ValueError:  # their repeats validated on different examples: not paired
+            return None
+
+
+@dataclass(frozen=True)
+class Difference:
+    """How much better `a` is than `b` (paired over their common repeats, in the objective's direction), and
+    the standard errors of that gap: over seeds (folds), over the validation sample, and both together."""
+
+    gap: float
+    se_seed: float | None
+    se_sample: float | None
+
+    @property
+    def se(self):
+        parts = [s for s in (self.se_seed, self.se_sample) if s is not None]
+        return math.sqrt(sum(s * s for s in parts)) if parts else None
+
+    @property
+    def dominant(self):
+        """"validation sample" or "seeds": the larger source of error."""
+        return "validation sample" if (self.se_sample or 0.0) >= (self.se_seed or 0.0) else "seeds"
+
+    def describe_se(self):
+        parts = [f"seeds {self.se_seed:.4f}" if self.se_seed is not None else None,
+                 f"validation sample {self.se_sample:.4f}" if self.se_sample is not None else None]
+        return f"{self.se:.4f}: " + ", ".join(p for p in parts if p)
+
+
+def difference(a, b, direction, sample_error=None):
+    """The paired `Difference` of trials `a` and `b` (repeat k of each shares its seed and fold)."""
+    repeats = min(len(a.scores), len(b.scores))
+    diff = stats.sign(direction) * (np.asarray(a.scores[:repeats]) - np.asarray(b.scores[:repeats]))
+    gap, se_seed = stats.mean_se(diff)
+    return Difference(gap, se_seed, sample_error.paired(a, b) if sample_error is not None else None)
+
+
+def pick(trials, direction, sample_error=None):
     """(best by mean, the pick, a note): the honest pick among the best-repeated completed trials.
 
     Only trials with the most repeats compete (after racing, the top candidates; otherwise all), so a lucky
     single run cannot beat means over several. The best mean wins unless a simpler candidate (the baseline,
-    then the space's recipes in order) is within one standard error of the paired difference: then the simpler
-    one is the pick, and the note says so (the one-standard-error rule).
+    then the space's recipes in order) is within one standard error of the paired difference, counting the
+    seeds' spread and, where predictions are kept, the validation sample's own error (`sample_error`): then
+    the simpler one is the pick, and the note says so (the one-standard-error rule).
     """
     done = [t for t in trials if layout.counts(t)]
     if not done:
@@ -26,24 +103,21 @@ def pick(trials, direction):
     pool = [t for t in done if len(t.scores) == most] if most > 1 else done
     sign = stats.sign(direction)
     best = max(pool, key=lambda t: (sign * t.score, -t.simplicity, -int(t.trial_id)))
-    if most < 2:
-        return best, best, ""
     simpler = []
     for t in pool:
         if t.simplicity >= best.simplicity:
             continue
-        diff = sign * (np.asarray(best.scores) - np.asarray(t.scores))  # paired: repeat k shares seed and fold
-        gap, se = stats.mean_se(diff)
-        if gap <= se:
-            simpler.append((t, gap, se))
+        d = difference(best, t, direction, sample_error)
+        if d.se is not None and d.gap <= d.se:
+            simpler.append((t, d))
     if not simpler:
         return best, best, ""
-    pick, gap, se = min(simpler, key=lambda c: (c[0].simplicity, -sign * c[0].score))
+    pick, d = min(simpler, key=lambda c: (c[0].simplicity, -sign * c[0].score))
     label = "the baseline" if pick.is_baseline else f"the recipe '{pick.recipe}'"
     return best, pick, (
         f"picked {label} (trial {pick.trial_id}): the best mean, trial {best.trial_id} "
-        f"({best.describe_loss()}), is better by {gap:+.4f} only, within one standard error ({se:.4f}) "
-        f"of the paired difference over {most} repeats, so it cannot be told apart from the simpler loss."
+        f"({best.describe_loss()}), is better by {d.gap:+.4f} only, within one standard error ({d.describe_se()}) "
+        f"of the paired difference over {most} repeat(s), so it cannot be told apart from the simpler loss."
     )
 
 
@@ -57,6 +131,46 @@ def unraced_note(trials, best, direction):
     return (f"{len(unraced)} trial(s) with fewer repeats scored above the pick (trial "
             f"{', '.join(t.trial_id for t in unraced[:5])}); a single run does not compete with means over "
             f"{len(best.scores)} repeats; pass a larger `race` to repeat more of them.")
+
+
+def _spread_warning(best, done, direction, sample_error):
+    """A warning when the best mean cannot be told from the runner-up with as many repeats: the gap is
+    within the standard error of their paired difference; says which source of error dominates."""
+    if best is None:
+        return []
+    sign = stats.sign(direction)
+    # compare like with like: means over as many repeats as the best's
+    others = sorted((t for t in done if t is not best and len(t.scores) == len(best.scores)),
+                    key=lambda t: -sign * t.score)
+    if not others:
+        return []
+    d = difference(best, others[0], direction, sample_error)
+    if d.se is None or d.gap >= d.se:
+        return []
+    if d.se_sample is None:
+        return [f"the top trials differ by {d.gap:.4f}, less than the spread of their repeats (standard error "
+                f"{d.se:.4f}); more repeats (executions_per_trial, folds) would be needed to separate them."]
+    advice = ("the validation set is too small to separate them: search with folds=k over the training and "
+              "validation data, or hold out a larger validation split" if d.dominant == "validation sample" else
+              "more repeats (executions_per_trial, a larger race) would separate them")
+    return [f"the top trials differ by {d.gap:.4f}, less than the standard error of their difference "
+            f"({d.describe_se()}); the {d.dominant} dominates: {advice}."]
+
+
+ECE_MARGIN = 0.05  # a pick this much worse calibrated than the baseline (absolute ECE) gets a warning
+ECE_RATIO = 1.5  # ... and this many times worse
+
+
+def _calibration_warning(pick, baseline):
+    """A warning when the pick's probabilities are much worse calibrated than the baseline's."""
+    if pick is None or baseline is None or pick is baseline or pick.ece is None or baseline.ece is None:
+        return []
+    if pick.ece - baseline.ece < ECE_MARGIN or pick.ece < ECE_RATIO * baseline.ece:
+        return []
+    return [f"the pick is worse calibrated than the baseline (expected calibration error {pick.ece:.3f} against "
+            f"{baseline.ece:.3f} on validation): its probabilities over- or under-state its confidence; if you "
+            f"use them (thresholds, risk scores, ranking across classes), recalibrate it (temperature scaling "
+            f"on held-out data) or prefer a loss with a lower ECE from the table."]
 
 
 _BOUNDED_ABOVE = ("auc", "f1", "accuracy", "acc", "precision", "recall", "iou")
@@ -83,17 +197,9 @@ def warnings(result):
                          f"(counts {[int(counts[c]) for c in small]}): {name} moves in big steps with each of "
                          f"their predictions; search with folds=k over the training data, or a larger "
                          f"validation split.")
-    best = result.best_mean_trial
-    if best is not None and best.se is not None:
-        sign = stats.sign(direction)
-        # compare like with like: means over as many repeats as the best's
-        others = sorted((t for t in done if t is not best and len(t.scores) == len(best.scores)),
-                        key=lambda t: -sign * t.score)
-        if others and abs(best.score - others[0].score) < best.se:
-            found.append(f"the top trials differ by {abs(best.score - others[0].score):.4f}, less than the "
-                         f"spread of their repeats (standard error {best.se:.4f}); more repeats "
-                         f"(executions_per_trial, folds) would be needed to separate them.")
+    found += _spread_warning(result.best_mean_trial, done, direction, getattr(result, "sample_error", None))
     pick = result.best_trial
+    found += _calibration_warning(pick, result.baseline_trial)
     if pick is not None:
         family = families.get(pick.family)
         for pname, rng in result.space.families.get(pick.family, {}).items():

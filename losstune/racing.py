@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import os
 
-from losstune import layout
+from losstune import layout, predictions
 from losstune import tensorboard_log as tb
 from losstune.retrain import Candidate, retrain
 from losstune.stats import paired_difference, sign
@@ -42,22 +42,31 @@ def race(hypermodel, result, fit, size, *, scoring, together, stream, verbose=0)
     records = {}
     for t in candidates:
         folder = layout.trial_dir(result.directory, t.trial_id)
-        records[t.trial_id] = layout.Repeats.load(folder) or layout.Repeats([t.score], result.context.score_rule)
+        records[t.trial_id] = (layout.Repeats.load(folder)
+                               or layout.Repeats([t.score], result.context.score_rule, [t.ece or float("nan")]))
     for execution in range(min(len(r.scores) for r in records.values()), target):
         due = [t for t in candidates if len(records[t.trial_id].scores) == execution]
-        outcomes = retrain(hypermodel, [Candidate(f"trial {t.trial_id}",
-                                                  layout.trial_hyperparameters(result.directory, t.trial_id))
-                                        for t in due],
-                           fit, execution, scoring=scoring, together=together, stream=stream, verbose=verbose)
+        validation = predictions.validation_arrays(hypermodel, fit, execution)
+        outcomes = retrain(hypermodel, [_candidate(result, t, execution, validation) for t in due], fit, execution,
+                           scoring=scoring, together=together, stream=stream, verbose=verbose)
         for t, outcome in zip(due, outcomes):
             record = records[t.trial_id]
-            record.scores.append(outcome.score)
+            record.add(outcome.score, outcome.ece)
             record.save(layout.trial_dir(result.directory, t.trial_id))
             mean, se = record.mean_se
             print(f"[race] trial {t.trial_id} repeat {execution + 1}/{target}  {t.describe_loss()}  "
                   f"{scoring.objective}={outcome.score:.4f}  mean {mean:.4f}" + (f" ± {se:.4f}" if se is not None else ""),
                   file=stream, flush=True)
             tb.update_trial_score(os.path.join(logdir, t.trial_id), mean, step=execution)
+
+
+def _candidate(result, trial, execution, validation):
+    """A raced trial's repeat: its hyperparameters, and its validation predictions kept (where arrays)."""
+    folder = layout.trial_dir(result.directory, trial.trial_id)
+    callbacks = ([predictions.ValidationPredictions(layout.predictions_file(folder, execution), *validation)]
+                 if validation is not None else [])
+    return Candidate(f"trial {trial.trial_id}", layout.trial_hyperparameters(result.directory, trial.trial_id),
+                     callbacks)
 
 
 def confirm(hypermodel, result, fit, seeds, *, scoring, together, stream, verbose=0):

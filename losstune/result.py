@@ -7,12 +7,13 @@ same code serves right after `search()`, in `losstune show DIR`, and on every di
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import warnings
 from dataclasses import dataclass
 
 from losstune import importance as whatmattered
-from losstune import layout, lossfile, pick, plots, stats, tasks
+from losstune import layout, lossfile, pick, plots, predictions, stats, tasks
 from losstune.failures import failure_reason
 from losstune.files import read_json, write_json_atomic
 from losstune.layout import BEST_FILE, CONTEXT_FILE, find_search_directory
@@ -39,6 +40,7 @@ class SearchContext:
     confirmation: dict | None = None
     score_rule: str = "best"  # how a repeat's validation curve became its score (stats.curve_score)
     validation_counts: list | None = None  # validation examples per class, for the small-class warning
+    prior: str = "validation"  # the class prior the scores estimate performance under (sampling.PRIORS)
 
     # What must match for a search to resume in the same directory.
     RESUME_KEYS = ("space", "task", "objective", "from_logits")
@@ -80,6 +82,10 @@ class TrialRecord:
     recipe: str | None = None  # the name of the space's recipe this trial is
     recipe_index: int = 0  # its place in the space's list (simpler first)
     stopped: dict | None = None  # stopped early by the median rule: {"epoch", "value", "median", ...}
+    ece: float | None = None  # expected calibration error on validation, mean over repeats (tasks with one)
+    se_seed: float | None = None  # the part of `se` from the repeats' spread
+    se_sample: float | None = None  # the part of `se` from the validation sample (bootstrap of `runs`)
+    runs: list | None = dataclasses.field(default=None, repr=False)  # kept (y_true, y_pred) per repeat
 
     @property
     def shown_status(self):
@@ -126,7 +132,15 @@ class SearchResult:
         self.trials = trials
         self.confirmation = context.confirmation
         self.baseline_trial = next((t for t in trials if t.is_baseline and t.status == layout.COMPLETED), None)
-        self.best_mean_trial, self.best_trial, self.pick_note = pick.pick(trials, self.objective["direction"])
+        self.sample_error = pick.SampleError(self.objective["name"], context.prior)
+        for t in trials:
+            if layout.counts(t) and t.runs:
+                t.se_seed = t.se if t.se_seed is None else t.se_seed
+                t.se_sample = self.sample_error.single(t)
+                parts = [s for s in (t.se_seed, t.se_sample) if s is not None]
+                t.se = math.sqrt(sum(s * s for s in parts)) if parts else None
+        self.best_mean_trial, self.best_trial, self.pick_note = pick.pick(trials, self.objective["direction"],
+                                                                          self.sample_error)
         self._cache = {}  # importance and its tables: computed once
 
     # --- reading back ------------------------------------------------------------------------------------
@@ -151,6 +165,8 @@ class SearchResult:
             if stored.repeats is not None and stored.status == layout.COMPLETED:
                 record.scores = list(stored.repeats.scores)
                 record.score, record.se = stored.repeats.mean_se
+                record.ece = stored.repeats.mean_ece
+                record.runs = predictions.load(layout.trial_dir(directory, stored.trial_id), len(record.scores))
             trials.append(record)
         return cls(directory, context, trials, space)  # the space parsed once
 
@@ -220,6 +236,8 @@ class SearchResult:
             "score_se": best.se,
             "score_repeats": list(best.scores),
             "score_rule": self.context.score_rule,
+            "calibration": {"metric": "expected calibration error (validation, 15 bins)", "best": best.ece,
+                            "baseline": None if baseline is None else baseline.ece},
             "pick": self.pick_note,
             "warnings": self.warnings(),
             "trial_id": best.trial_id,
@@ -238,14 +256,17 @@ class SearchResult:
     def table(self):
         """The trials table with best vs baseline, as text."""
         name = self.objective["name"]
-        lines = [f"{'trial':>5}  {'status':<9}  {name + ' (± SE, repeats)':>30}  loss"]
+        ece = any(t.ece is not None for t in self.trials)
+        lines = [f"{'trial':>5}  {'status':<9}  {name + ' (± SE, repeats)':>30}  " + ("  ECE   " if ece else "")
+                 + "loss"]
         for t in self.trials:
             marks = ((" [baseline]" if t.is_baseline else "") + (f" [recipe: {t.recipe}]" if t.recipe else "")
                      + (" [best]" if t is self.best_trial else ""))
             why = f"  ({t.message})" if t.status != layout.COMPLETED and t.message else ""
             if t.stopped:
                 why = f"  (stopped early at epoch {t.stopped['epoch'] + 1}: below the median of earlier trials)"
-            lines.append(f"{t.trial_id:>5}  {t.shown_status:<9}  {t.describe_score():>30}  "
+            calibration = (f"{t.ece:.4f}  " if t.ece is not None else f"{'-':<6}  ") if ece else ""
+            lines.append(f"{t.trial_id:>5}  {t.shown_status:<9}  {t.describe_score():>30}  {calibration}"
                          f"{t.describe_loss()}{marks}{why}")
         lines.append("")
         lines.append(whatmattered.summary_text(self.family_summary(), self.objective["name"]))
@@ -275,12 +296,13 @@ class SearchResult:
 
     def to_markdown(self):
         """Best vs baseline, and each failed trial with its reason (the TensorBoard summary's text)."""
-        rows = ["| | loss | " + self.objective["name"] + " |", "|---|---|---|"]
+        rows = ["| | loss | " + self.objective["name"] + " | ECE |", "|---|---|---|---|"]
         for label, t in (("best", self.best_trial), ("baseline", self.baseline_trial)):
             if t is not None:
-                rows.append(f"| {label} | {t.describe_loss()} | {t.describe_score()} |")
+                ece = "-" if t.ece is None else f"{t.ece:.4f}"
+                rows.append(f"| {label} | {t.describe_loss()} | {t.describe_score()} | {ece} |")
         for t in self.failed:
-            rows.append(f"| trial {t.trial_id} {t.status} | {t.describe_loss()} | {t.message or '-'} |")
+            rows.append(f"| trial {t.trial_id} {t.status} | {t.describe_loss()} | {t.message or '-'} | - |")
         notes = ([self.pick_note] if self.pick_note else []) + [f"warning: {w}" for w in self.warnings()]
         return "\n".join(rows + [""] + notes) if notes else "\n".join(rows)
 

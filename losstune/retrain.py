@@ -24,12 +24,19 @@ class Scoring:
     objective: str  # the name of a metric in the History, e.g. "val_macro_f1"
     direction: str  # "max" or "min"
     rule: str  # stats.SCORE_RULES
+    calibration: str | None = None  # the calibration metric in the History (e.g. "val_ece"), where the task has one
 
     def score(self, history, failure=None):
         """The score of one training from its History dict; NaN for a failed training or an empty curve."""
         if failure:
             return float("nan")
         return curve_score(history.get(self.objective, []), self.rule, self.direction)
+
+    def calibration_score(self, history, failure=None):
+        """The training's calibration error by the same rule (smaller is better); NaN where it has none."""
+        if failure or not self.calibration or not history.get(self.calibration):
+            return float("nan")
+        return curve_score(history[self.calibration], self.rule, "min")
 
 
 @dataclass
@@ -43,9 +50,11 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Outcome:
-    """One candidate's retraining: its score (NaN when it failed), why it failed, its History dict."""
+    """One candidate's retraining: its score and calibration error (NaN when it failed), why it failed, its
+    History dict."""
 
     score: float
+    ece: float
     failure: str | None
     history: dict
 
@@ -70,4 +79,5 @@ def retrain(hypermodel, candidates, fit, execution, *, scoring, together, stream
     else:
         for member in members:
             population.fit_alone(hypermodel, member, fit, execution, verbose)
-    return [Outcome(scoring.score(m.history, m.failure), m.failure, dict(m.history)) for m in members]
+    return [Outcome(scoring.score(m.history, m.failure), scoring.calibration_score(m.history, m.failure), m.failure,
+                    dict(m.history)) for m in members]

@@ -17,7 +17,7 @@ import keras
 import keras_tuner
 import numpy as np
 
-from losstune import inputs, objectives, racing
+from losstune import inputs, objectives, predictions, racing
 from losstune import tensorboard_log as tb
 from losstune import tuner as tuner_module
 from losstune.checks import positive_int
@@ -196,7 +196,9 @@ class _Plan:
 
     @property
     def scoring(self):
-        return Scoring(self.objective.name, self.objective.direction, self.context.score_rule)
+        calibration = self.hypermodel.task.calibration
+        return Scoring(self.objective.name, self.objective.direction, self.context.score_rule,
+                       calibration=f"val_{calibration}" if calibration else None)
 
 
 def _plan(build_model, space, data, settings, *, objective, from_logits, optimizer, metrics):
@@ -232,7 +234,9 @@ def _run(plan, data, settings, project_dir, *, space, callbacks, overwrite):
         logdir=os.path.join(project_dir, plan.context.logdir), space=space, from_logits=plan.context.from_logits,
         num_outputs=plan.num_outputs, class_counts=plan.context.class_counts, objective=plan.objective,
         max_trials=None if settings.hyperband else settings.max_trials, stream=settings.stream,
-        score_rule=settings.score, prune=settings.prune, epochs=settings.epochs,
+        scoring=plan.scoring, prune=settings.prune, epochs=settings.epochs,
+        validation_for=lambda execution: predictions.validation_arrays(
+            plan.hypermodel, dict(data.fit, validation_data=data.validation), execution),
     )
     budget = {"max_epochs": settings.epochs} if settings.hyperband else {"max_trials": settings.max_trials}
     fit = dict(data.fit, validation_data=data.validation, epochs=settings.epochs, callbacks=list(callbacks or []),
@@ -248,7 +252,8 @@ def _run(plan, data, settings, project_dir, *, space, callbacks, overwrite):
         )
         if not tuner_module.is_worker():
             plan.context.save(project_dir)
-            tb.write_hparams_config(log.logdir, tuner.oracle.get_space().space, plan.objective.name)
+            tb.write_hparams_config(log.logdir, tuner.oracle.get_space().space, plan.objective.name,
+                                    plan.hypermodel.task.calibration)
         size = _population_size(settings, plan.hypermodel, inputs.is_dataset(data.fit["x"]))
         if size > 1:
             tuner.search_population(size, **fit)

@@ -21,7 +21,7 @@ import abc
 import keras
 import numpy as np
 
-from losstune import families, objectives
+from losstune import calibration, families, objectives
 
 
 def _integral(y):
@@ -42,6 +42,7 @@ class Task(abc.ABC):
 
     name = ""
     objective = None  # (metric name, direction): the objective is "val_" + name
+    calibration = None  # the name of the calibration metric its `metrics` report (probabilistic outputs)
     class_weighted = False  # whether the class-weight modifier applies (classification tasks)
     picture_axis = ""  # what the loss picture's x axis shows
 
@@ -143,6 +144,7 @@ class _FlagLabels:
 
 class Binary(_FlagLabels, _Classification):
     name = "binary"
+    calibration = "ece"
     objective = ("pr_auc", "max")
     what = "0/1 labels"
     output = "one probability or logit"
@@ -152,7 +154,8 @@ class Binary(_FlagLabels, _Classification):
         return list(self._check_flags(y, num_outputs, name))  # [n_negative, n_positive]
 
     def metrics(self, *, from_logits=False, num_outputs=1):
-        return [keras.metrics.AUC(curve="PR", from_logits=from_logits, name="pr_auc")]
+        return [keras.metrics.AUC(curve="PR", from_logits=from_logits, name="pr_auc"),
+                calibration.ExpectedCalibrationError(from_logits=from_logits)]
 
     def loss_curves(self, loss, num_outputs, from_logits):
         return _sigmoid_curves(loss, num_outputs, from_logits)
@@ -160,6 +163,7 @@ class Binary(_FlagLabels, _Classification):
 
 class Multilabel(_Classification):
     name = "multilabel"
+    calibration = "ece"
     objective = ("pr_auc", "max")
     activation = "sigmoid"
 
@@ -175,7 +179,8 @@ class Multilabel(_Classification):
 
     def metrics(self, *, from_logits=False, num_outputs=1):
         return [keras.metrics.AUC(curve="PR", multi_label=True, num_labels=num_outputs, from_logits=from_logits,
-                                  name="pr_auc")]
+                                  name="pr_auc"),
+                calibration.ExpectedCalibrationError(from_logits=from_logits, multi_label=True)]
 
     def loss_curves(self, loss, num_outputs, from_logits):
         return _sigmoid_curves(loss, num_outputs, from_logits)
@@ -190,6 +195,7 @@ def _sigmoid_curves(loss, num_outputs, from_logits):
 
 class Multiclass(_Classification):
     name = "multiclass"
+    calibration = "ece"
     objective = ("macro_f1", "max")
     activation = "softmax"
 
@@ -231,7 +237,7 @@ class Multiclass(_Classification):
             )
 
     def metrics(self, *, from_logits=False, num_outputs=1):
-        return [objectives.MacroF1()]
+        return [objectives.MacroF1(), calibration.ExpectedCalibrationError(from_logits=from_logits)]
 
     def loss_curves(self, loss, num_outputs, from_logits):
         x = np.linspace(0.01, 0.99, 99).astype("float32")

@@ -89,8 +89,9 @@ def session_hparams(space_hps, values):
     return out
 
 
-def write_hparams_config(logdir, space_hps, objective_name):
-    """The explicit HParams experiment config: every hyperparameter with its domain; the metrics."""
+def write_hparams_config(logdir, space_hps, objective_name, calibration=None):
+    """The explicit HParams experiment config: every hyperparameter with its domain; the metrics (the
+    objective, and the calibration metric's per-epoch values where the task has one)."""
     tf, api = _tf(), _hp_api()
     hparams = [api.HParam(hp.name, _domain(hp)) for hp in space_hps if _searchable(hp)]
     metric_tag = objective_name[4:] if objective_name.startswith("val_") else objective_name
@@ -99,6 +100,9 @@ def write_hparams_config(logdir, space_hps, objective_name):
         api.Metric(TRIAL_SCORE, display_name=f"{objective_name} (trial score)"),
         api.Metric(f"epoch_{metric_tag}", group=group, display_name=f"{objective_name} per epoch"),
     ]
+    if calibration:
+        metrics.append(api.Metric(f"epoch_{calibration}", group="validation",
+                                  display_name=f"val_{calibration} (calibration error) per epoch"))
     with tf.summary.create_file_writer(logdir).as_default():
         api.hparams_config(hparams=hparams, metrics=metrics)
 

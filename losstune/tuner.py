@@ -16,7 +16,7 @@ import os
 import shutil
 import time
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Callable, TextIO
 
 import keras
 import keras_tuner
@@ -27,6 +27,7 @@ from keras_tuner.src.distribute import utils as dist_utils  # KerasTuner private
 from keras_tuner.src.engine import tuner_utils  # KerasTuner private (1.4.x): SaveBestEpoch
 
 from losstune import layout, progress
+from losstune.predictions import ValidationPredictions
 from losstune import tensorboard_log as tb
 from losstune.failures import check_repeated_failure, failure_reason
 from losstune.files import write_text_atomic
@@ -79,13 +80,15 @@ class TrialLog:
     objective: keras_tuner.Objective
     max_trials: int | None
     stream: TextIO
-    score_rule: str = "best"
+    scoring: Scoring | None = None  # the search's score rule (retrain.Scoring); default: KerasTuner's best epoch
     prune: str | None = None  # "median": stop hopeless trials early (pruning.py)
     epochs: int = 1
+    # execution -> (x_val, y_val) it validates on, or None: its predictions are kept (predictions.py)
+    validation_for: Callable[[int], tuple | None] | None = None
 
-    @property
-    def scoring(self):
-        return Scoring(self.objective.name, self.objective.direction, self.score_rule)
+    def __post_init__(self):
+        if self.scoring is None:
+            self.scoring = Scoring(self.objective.name, self.objective.direction, "best")
 
 
 def make_tuner(tuner_cls, log: TrialLog, **kwargs):
@@ -123,7 +126,8 @@ class LosstuneTunerMixin:
         if log is None:
             return histories
         scores = [log.scoring.score(h.history) for h in histories]
-        layout.Repeats(scores, log.score_rule).save(self.get_trial_dir(trial.trial_id))
+        eces = [log.scoring.calibration_score(h.history) for h in histories]
+        layout.Repeats(scores, log.scoring.rule, eces).save(self.get_trial_dir(trial.trial_id))
         return [{log.objective.name: score} for score in scores]  # KerasTuner's trial score: their mean
 
     # KerasTuner private (1.4.x): `Tuner._configure_tensorboard_dir(callbacks, trial, execution)` is called
@@ -152,6 +156,10 @@ class LosstuneTunerMixin:
                                 f"Loss of {trial_loss.describe()} as a function of the {task.picture_axis}.")
         callbacks.append(keras.callbacks.TensorBoard(execution_dir, write_graph=False, profile_batch=0))
         callbacks.append(tb.session_callback(execution_dir, hparams, group=trial.trial_id))
+        validation = log.validation_for(execution) if log.validation_for else None
+        if validation is not None:
+            path = layout.predictions_file(self.get_trial_dir(trial.trial_id), execution)
+            callbacks.append(ValidationPredictions(path, *validation))
         if log.prune == "median":
             # the baseline: every hyperparameter (the model's own too) at its default
             is_baseline = active_values(trial.hyperparameters) == active_values(self.oracle.get_space())
@@ -219,7 +227,7 @@ class LosstuneTunerMixin:
         """Every execution of `trials` (KerasTuner's executions_per_trial: seeds, folds) as one retraining of
         them together; each trial then ends as KerasTuner's `run_trial` would end it."""
         log = self.losstune_log
-        scores, failures = {t.trial_id: [] for t in trials}, {}
+        records, failures = {t.trial_id: layout.Repeats([], log.scoring.rule) for t in trials}, {}
         # One checkpoint per trial across its executions, as KerasTuner's run_trial keeps the best of them all.
         # KerasTuner private (1.4.x): the trial's checkpoint path.
         checkpoints = {t.trial_id: SaveBestAtTrainEnd(self.oracle.objective, self._get_checkpoint_fname(t.trial_id))
@@ -238,13 +246,13 @@ class LosstuneTunerMixin:
                 if outcome.failure:
                     failures[t.trial_id] = outcome.failure
                 else:
-                    scores[t.trial_id].append(outcome.score)
+                    records[t.trial_id].add(outcome.score, outcome.ece)
         for t in trials:
             if t.trial_id in failures:
                 t.status, t.message = layout.FAILED, failures[t.trial_id]
             else:
-                layout.Repeats(scores[t.trial_id], log.score_rule).save(self.get_trial_dir(t.trial_id))
-                self.oracle.update_trial(t.trial_id, {log.objective.name: float(np.mean(scores[t.trial_id]))},
+                records[t.trial_id].save(self.get_trial_dir(t.trial_id))
+                self.oracle.update_trial(t.trial_id, {log.objective.name: float(np.mean(records[t.trial_id].scores))},
                                          step=0)
                 t.status = layout.COMPLETED
             self.on_trial_end(t)
