@@ -60,6 +60,9 @@ def _search_options(p, trials, epochs, directory, population=1):
                         "(default: %(default)s)")
     p.add_argument("--prune", choices=["median"], default=None,
                    help="stop a trial whose objective falls below the median of earlier trials at the same epoch")
+    p.add_argument("--prior", choices=["validation", "balanced"], default=None,
+                   help="the class prior scores estimate performance under: the validation set's own class "
+                        "frequencies, or balanced classes (default: the space's own)")
     p.add_argument("--confirm-seeds", type=int, default=0,
                    help="retrain best and baseline with N fresh seeds and report a 95%% CI of the gain (default: off)")
     p.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming")
@@ -154,7 +157,7 @@ def _run_search(args, builder, data, space, from_logits):
         seed=args.seed, directory=args.directory, overwrite=args.overwrite, from_logits=from_logits,
         batch_size=args.batch_size, confirm_seeds=args.confirm_seeds, verbose=1 if args.verbose else 0,
         score=args.score, executions_per_trial=args.repeats, folds=args.folds, race=args.race, prune=args.prune,
-        population=args.population,
+        prior=args.prior, population=args.population,
     )
     path = result.export()
     print()

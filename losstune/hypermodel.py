@@ -87,6 +87,8 @@ class LossHyperModel(keras_tuner.HyperModel):
         if folds is not None and (isinstance(folds, bool) or not isinstance(folds, int) or folds < 2):
             raise ValueError(f"`folds` must be None or an integer >= 2, got {folds!r}.")
         self.folds = folds
+        # Per-class weights of the objective metric (the balanced prior: tasks.Task.prior_weights), or None.
+        self.metric_class_weights = None
         # The execution (repeat) that KerasTuner's own loop is running: set by losstune's tuner mixin in its
         # per-execution hook, the one place KerasTuner tells which execution comes next. losstune's own
         # callers pass `execution=` instead.
@@ -164,7 +166,8 @@ class LossHyperModel(keras_tuner.HyperModel):
             m.__class__.from_config(m.get_config()) if isinstance(m, keras.metrics.Metric) else m
             for m in self.metrics
         ]
-        return self.task.metrics(from_logits=self.from_logits, num_outputs=num_outputs) + extra
+        return self.task.metrics(from_logits=self.from_logits, num_outputs=num_outputs,
+                                 class_weights=self.metric_class_weights) + extra
 
     def metric_names(self, num_outputs=1):
         """Names of the metrics every compiled model reports (for objective validation)."""

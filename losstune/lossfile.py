@@ -19,7 +19,7 @@ FORMAT = "losstune.loss"
 _TOP_KEYS = {
     "schema_version", "format", "loss", "family", "task", "params", "from_logits", "class_weight_power",
     "class_weights", "class_counts", "objective", "score", "baseline", "baseline_score", "trial_id",
-    "versions", "score_se", "score_repeats", "score_rule", "pick", "warnings", "calibration",
+    "versions", "score_se", "score_repeats", "score_rule", "pick", "warnings", "calibration", "prior",
 }
 _REQUIRED = {"schema_version", "format", "loss"}
 

@@ -36,7 +36,7 @@ _POWER = families_module.Hyperparameter(
     "power", "float", 0.0, low=0.0, high=2.0, search=(0.0, 1.0),
     doc="w_c ~ n_c ** -power: 0 = unweighted, 1 = inverse frequency",
 )
-_SPACE_KEYS = ("task", "baseline", "families", "class_weights", "recipes", "description")
+_SPACE_KEYS = ("task", "baseline", "families", "class_weights", "recipes", "description", "prior")
 _RECIPE_KEYS = ("family", "params", "class_weights", "name")
 
 
@@ -180,14 +180,21 @@ class LossSpace:
             `{"family": name, "params": {...}, "class_weights": {"power": p}, "name": "..."}`; parameters left
             out take the space's defaults, and every value must lie in the space's ranges.
         source: where the space came from, for error messages.
+        prior: the class prior a search's scores estimate performance under by default: "validation" (the
+            validation set's own class frequencies) or "balanced" (equal class frequencies: each validation
+            example weighted by n / (C n_c); binary and multiclass). `search(prior=...)` overrides it.
     """
 
     def __init__(self, families, task, baseline=None, class_weights=None, recipes=None, source="LossSpace",
-                 description=""):
+                 description="", prior="validation"):
         self.source = source
         self.description = description
         try:
             self.task = tasks.get(task)
+        except ValueError as err:
+            raise ValueError(f"{source}: {err}") from None
+        try:
+            self.prior = self.task.check_prior(prior)
         except ValueError as err:
             raise ValueError(f"{source}: {err}") from None
         task = self.task.name
@@ -226,24 +233,29 @@ class LossSpace:
         self.power = None
         self.weighted = None  # the families the modifier applies to (None: every family that takes weights)
         if class_weights:
-            if not isinstance(class_weights, dict) or set(class_weights) - {"power", "families"}:
-                raise ValueError(
-                    f"{source}: [class_weights] takes `power` and optionally `families`, got {class_weights!r}."
-                )
-            if "families" in class_weights:
-                named = class_weights["families"]
-                takes = [n for n in self.families if families_module.get(n).weightable]
-                if not isinstance(named, list) or not named or any(n not in takes for n in named):
-                    raise ValueError(f"{source}: class_weights.families must list some of the space's families "
-                                     f"that take class weights {takes}, got {named!r}.")
-                self.weighted = list(named)
-            if not self.task.class_weighted:
-                raise ValueError(f"{source}: [class_weights] applies to classification tasks, not {task!r}.")
-            if "power" in class_weights:
-                self.power = _parse_range(f"{source}: class_weights", _POWER, class_weights["power"])
+            self._parse_class_weights(source, class_weights)
         if recipes is not None and not isinstance(recipes, list):
             raise ValueError(f"{source}: `recipes` must be a list of tables ([[recipes]]), got {recipes!r}.")
         self.recipes = [self._parse_recipe(f"{source}: recipes[{i}]", r) for i, r in enumerate(recipes or [])]
+
+    def _parse_class_weights(self, source, class_weights):
+        """The [class_weights] table: the power's range and the families it applies to."""
+        task = self.task.name
+        if not isinstance(class_weights, dict) or set(class_weights) - {"power", "families"}:
+            raise ValueError(
+                f"{source}: [class_weights] takes `power` and optionally `families`, got {class_weights!r}."
+            )
+        if "families" in class_weights:
+            named = class_weights["families"]
+            takes = [n for n in self.families if families_module.get(n).weightable]
+            if not isinstance(named, list) or not named or any(n not in takes for n in named):
+                raise ValueError(f"{source}: class_weights.families must list some of the space's families "
+                                 f"that take class weights {takes}, got {named!r}.")
+            self.weighted = list(named)
+        if not self.task.class_weighted:
+            raise ValueError(f"{source}: [class_weights] applies to classification tasks, not {task!r}.")
+        if "power" in class_weights:
+            self.power = _parse_range(f"{source}: class_weights", _POWER, class_weights["power"])
 
     def _parse_recipe(self, where, recipe):
         """A recipe table -> (name, TrialLoss), every value checked against the space's own ranges."""
@@ -299,7 +311,7 @@ class LossSpace:
         return cls(
             families=data.get("families"), task=data["task"], baseline=data.get("baseline"),
             class_weights=data.get("class_weights"), recipes=data.get("recipes"), source=source,
-            description=data.get("description", ""),
+            description=data.get("description", ""), prior=data.get("prior", "validation"),
         )
 
     @classmethod
@@ -432,6 +444,8 @@ class LossSpace:
         }
         if self.description:
             data["description"] = self.description
+        if self.prior != "validation":
+            data["prior"] = self.prior
         if self.power is not None:
             data["class_weights"] = {"power": self.power.to_spec()}
             if self.weighted is not None:

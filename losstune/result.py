@@ -13,7 +13,7 @@ import warnings
 from dataclasses import dataclass
 
 from losstune import importance as whatmattered
-from losstune import layout, lossfile, pick, plots, predictions, stats, tasks
+from losstune import layout, lossfile, pick, plots, predictions, sampling, stats, tasks
 from losstune.failures import failure_reason
 from losstune.files import read_json, write_json_atomic
 from losstune.layout import BEST_FILE, CONTEXT_FILE, find_search_directory
@@ -43,7 +43,7 @@ class SearchContext:
     prior: str = "validation"  # the class prior the scores estimate performance under (sampling.PRIORS)
 
     # What must match for a search to resume in the same directory.
-    RESUME_KEYS = ("space", "task", "objective", "from_logits")
+    RESUME_KEYS = ("space", "task", "objective", "from_logits", "prior")
 
     def save(self, project_dir):
         write_json_atomic(os.path.join(project_dir, CONTEXT_FILE), dataclasses.asdict(self))
@@ -193,6 +193,29 @@ class SearchResult:
     def failed(self):
         return [t for t in self.trials if t.status in layout.NOT_SCORED]
 
+    def scores_by_prior(self, trial):
+        """{prior: the objective recomputed from `trial`'s kept validation predictions (the models after
+        training; mean over its repeats)} for each class prior its task allows; {} without predictions or
+        for an objective sampling.py does not know."""
+        metric = sampling.metric_fn(self.objective["name"])
+        if metric is None or not trial.runs:
+            return {}
+        return {prior: float(sum(metric(y, p, sampling.prior_weights(y, p.shape[-1] if p.ndim > 1 else 2, prior))
+                                 for y, p in trial.runs) / len(trial.runs))
+                for prior in self.task.priors}
+
+    def prior_text(self):
+        """Which class prior the scores estimate, and the pick and the baseline under each prior."""
+        words = {"validation": "the validation set's own class frequencies",
+                 "balanced": "balanced classes (each validation example of class c weighted by n / (C n_c))"}
+        text = f"scores estimate {self.objective['name']} under {words[self.context.prior]}"
+        rows = [(label, self.scores_by_prior(t)) for label, t in (("pick", self.best_trial),
+                                                                   ("baseline", self.baseline_trial)) if t]
+        if len(self.task.priors) > 1 and all(scores for _, scores in rows):
+            text += "; after training, " + "; ".join(
+                f"{label} " + ", ".join(f"{v:.4f} ({p})" for p, v in scores.items()) for label, scores in rows)
+        return text
+
     def warnings(self):
         """What the user should know about this search's scores, each with what to do about it."""
         return pick.warnings(self)
@@ -236,6 +259,7 @@ class SearchResult:
             "score_se": best.se,
             "score_repeats": list(best.scores),
             "score_rule": self.context.score_rule,
+            "prior": self.context.prior,
             "calibration": {"metric": "expected calibration error (validation, 15 bins)", "best": best.ece,
                             "baseline": None if baseline is None else baseline.ece},
             "pick": self.pick_note,
@@ -279,7 +303,7 @@ class SearchResult:
         if self.best_trial is None:
             return f"no completed trial ({len(self.failed)} failed)."
         best, base = self.best_trial, self.baseline_trial
-        text = f"best {name} = {best.describe_score()}: {best.describe_loss()}"
+        text = f"best {name} = {best.describe_score()}: {best.describe_loss()}\n  " + self.prior_text()
         if self.pick_note:
             text += f"\n  {self.pick_note}"
         note = pick.unraced_note(self.trials, best, self.objective["direction"])

@@ -28,6 +28,7 @@ from losstune.population import auto_size, vectorizable
 from losstune.pruning import PRUNERS
 from losstune.result import SearchContext, SearchResult
 from losstune.retrain import Scoring
+from losstune.sampling import PRIORS
 from losstune.stats import SCORE_RULES
 
 
@@ -49,6 +50,7 @@ class Settings:
     confirm_seeds: int
     verbose: int
     stream: TextIO
+    prior: str | None = None  # None: the space's own (LossSpace.prior)
 
     @property
     def hyperband(self):
@@ -64,7 +66,7 @@ class Settings:
 
 
 def _settings(tuner, max_trials, epochs, executions_per_trial, batch_size, seed, race, folds, population, prune,
-              score, confirm_seeds, verbose, stream):
+              score, confirm_seeds, verbose, stream, prior):
     """Check every argument alone (naming it, the value and what is allowed) into a `Settings`."""
     if not (isinstance(population, str) and population == "auto"):
         if isinstance(population, str):
@@ -74,6 +76,8 @@ def _settings(tuner, max_trials, epochs, executions_per_trial, batch_size, seed,
         raise ValueError(f"`prune` must be None or one of {list(PRUNERS)}, got {prune!r}.")
     if score not in SCORE_RULES:
         raise ValueError(f"`score` must be one of {list(SCORE_RULES)}, got {score!r}.")
+    if prior is not None and prior not in PRIORS:
+        raise ValueError(f"`prior` must be None or one of {list(PRIORS)}, got {prior!r}.")
     return Settings(
         tuner_cls=tuner_module.tuner_class(tuner), max_trials=positive_int("max_trials", max_trials),
         epochs=positive_int("epochs", epochs),
@@ -83,7 +87,7 @@ def _settings(tuner, max_trials, epochs, executions_per_trial, batch_size, seed,
         folds=None if folds is None else positive_int("folds", folds, minimum=2), population=population,
         prune=prune, score=score,
         confirm_seeds=0 if confirm_seeds == 0 else positive_int("confirm_seeds", confirm_seeds, minimum=2),
-        verbose=verbose, stream=stream or sys.stdout,
+        verbose=verbose, stream=stream or sys.stdout, prior=prior,
     )
 
 
@@ -218,11 +222,14 @@ def _plan(build_model, space, data, settings, *, objective, from_logits, optimiz
     if settings.folds and validation_counts is not None:
         validation_counts = [c / settings.folds for c in validation_counts]  # what one fold holds, on average
     hypermodel.class_counts = class_counts
+    prior = task.check_prior(space.prior if settings.prior is None else settings.prior)
+    hypermodel.metric_class_weights = task.prior_weights(validation_counts, prior)
     objective = objectives.resolve(objective, task, hypermodel.metric_names(num_outputs), space.loss_is_tuned)
     context = SearchContext(
         space=space.to_dict(), task=task.name, objective={"name": objective.name, "direction": objective.direction},
         class_counts=class_counts, from_logits=bool(from_logits), max_trials=settings.max_trials,
         epochs=settings.epochs, seed=settings.seed, score_rule=settings.score, validation_counts=validation_counts,
+        prior=prior,
     )
     return _Plan(hypermodel, objective, num_outputs, context)
 
@@ -319,6 +326,7 @@ def search(
     race=3,
     prune=None,
     population=1,
+    prior=None,
 ):
     """Search the loss for `build_model` on (x, y) and return a `SearchResult`.
 
@@ -365,10 +373,15 @@ def search(
             line saying why. "auto": as many as `max_trials`, at most 32, a quarter of `max_trials` with
             Bayesian optimization, and as many as fit in half the free memory (`population.auto_size`); 1
             where a population cannot run.
+        prior: the class prior the scores estimate performance under: "validation" (the validation set's own
+            class frequencies) or "balanced" (equal class frequencies: the objective metric weights each
+            validation example of class c by n / (C n_c); binary and multiclass); None: the space's own
+            (`prior` in its TOML file, else "validation"). Say "balanced" when the model will meet classes
+            about equally often, or when every class matters equally (the long-tailed literature's test sets).
     """
     # 1. check: every argument and the data, before anything trains
     settings = _settings(tuner, max_trials, epochs, executions_per_trial, batch_size, seed, race, folds, population,
-                         prune, score, confirm_seeds, verbose, stream)
+                         prune, score, confirm_seeds, verbose, stream, prior)
     if settings.population not in (1, "auto") and inputs.is_dataset(x):
         raise ValueError("`population` needs x and y as arrays: a population draws its members' batches "
                          "itself; pass population=1 for a tf.data.Dataset.")

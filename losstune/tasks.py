@@ -21,7 +21,7 @@ import abc
 import keras
 import numpy as np
 
-from losstune import calibration, families, objectives
+from losstune import calibration, families, objectives, sampling
 
 
 def _integral(y):
@@ -43,6 +43,7 @@ class Task(abc.ABC):
     name = ""
     objective = None  # (metric name, direction): the objective is "val_" + name
     calibration = None  # the name of the calibration metric its `metrics` report (probabilistic outputs)
+    priors = ("validation",)  # the class priors its scores can estimate performance under (sampling.PRIORS)
     class_weighted = False  # whether the class-weight modifier applies (classification tasks)
     picture_axis = ""  # what the loss picture's x axis shows
 
@@ -76,9 +77,28 @@ class Task(abc.ABC):
         return None
 
     # --- metrics -------------------------------------------------------------------------------------------
-    def metrics(self, *, from_logits=False, num_outputs=1):
-        """Fresh instances of the metrics losstune adds for this task (one set per compiled model)."""
+    def metrics(self, *, from_logits=False, num_outputs=1, class_weights=None):
+        """Fresh instances of the metrics losstune adds for this task (one set per compiled model).
+        `class_weights`: per-class importance weights of the objective metric under the balanced prior (tasks
+        whose `priors` allow it), else None."""
         return []
+
+    def check_prior(self, prior, name="prior"):
+        """`prior` if the task's scores can estimate performance under it, else a ValueError naming `name`."""
+        if prior not in self.priors:
+            raise ValueError(f"`{name}` must be one of {list(self.priors)} for task {self.name!r}, got {prior!r}"
+                             + (" (a balanced class prior applies to binary and multiclass labels)"
+                                if prior in sampling.PRIORS else "") + ".")
+        return prior
+
+    def prior_weights(self, counts, prior):
+        """Per-class weights w_c = n / (C_present n_c) from the validation class counts under "balanced" (each
+        present class then weighs as much in the metric), None under "validation"."""
+        if prior != "balanced":
+            return None
+        counts = [float(c) for c in counts]
+        present = sum(1 for c in counts if c > 0)
+        return [sum(counts) / (present * c) if c > 0 else 1.0 for c in counts]
 
     # --- the loss picture ----------------------------------------------------------------------------------
     def loss_curves(self, loss, num_outputs, from_logits):
@@ -145,6 +165,7 @@ class _FlagLabels:
 class Binary(_FlagLabels, _Classification):
     name = "binary"
     calibration = "ece"
+    priors = ("validation", "balanced")
     objective = ("pr_auc", "max")
     what = "0/1 labels"
     output = "one probability or logit"
@@ -153,8 +174,8 @@ class Binary(_FlagLabels, _Classification):
     def _check_labels(self, y, num_outputs, name):
         return list(self._check_flags(y, num_outputs, name))  # [n_negative, n_positive]
 
-    def metrics(self, *, from_logits=False, num_outputs=1):
-        return [keras.metrics.AUC(curve="PR", from_logits=from_logits, name="pr_auc"),
+    def metrics(self, *, from_logits=False, num_outputs=1, class_weights=None):
+        return [objectives.PRAUC(from_logits=from_logits, class_weights=class_weights),
                 calibration.ExpectedCalibrationError(from_logits=from_logits)]
 
     def loss_curves(self, loss, num_outputs, from_logits):
@@ -177,7 +198,7 @@ class Multilabel(_Classification):
             raise ValueError(f"`{name}`: a multilabel task takes 0/1 labels, got other values.")
         return y.sum(0).tolist()  # positives per label
 
-    def metrics(self, *, from_logits=False, num_outputs=1):
+    def metrics(self, *, from_logits=False, num_outputs=1, class_weights=None):
         return [keras.metrics.AUC(curve="PR", multi_label=True, num_labels=num_outputs, from_logits=from_logits,
                                   name="pr_auc"),
                 calibration.ExpectedCalibrationError(from_logits=from_logits, multi_label=True)]
@@ -196,6 +217,7 @@ def _sigmoid_curves(loss, num_outputs, from_logits):
 class Multiclass(_Classification):
     name = "multiclass"
     calibration = "ece"
+    priors = ("validation", "balanced")
     objective = ("macro_f1", "max")
     activation = "softmax"
 
@@ -236,8 +258,9 @@ class Multiclass(_Classification):
                 "but it does not: pass from_logits=True for logits, or end the model with softmax."
             )
 
-    def metrics(self, *, from_logits=False, num_outputs=1):
-        return [objectives.MacroF1(), calibration.ExpectedCalibrationError(from_logits=from_logits)]
+    def metrics(self, *, from_logits=False, num_outputs=1, class_weights=None):
+        return [objectives.MacroF1(class_weights=class_weights), objectives.BalancedAccuracy(max(num_outputs, 2)),
+                calibration.ExpectedCalibrationError(from_logits=from_logits)]
 
     def loss_curves(self, loss, num_outputs, from_logits):
         x = np.linspace(0.01, 0.99, 99).astype("float32")
@@ -262,7 +285,7 @@ class Pairs(_FlagLabels, Task):
         if out.min() < 0:
             raise ValueError(f"a pairs model must output a distance >= 0, got values down to {out.min():.3g}.")
 
-    def metrics(self, *, from_logits=False, num_outputs=1):
+    def metrics(self, *, from_logits=False, num_outputs=1, class_weights=None):
         return [objectives.PairAUC()]
 
     def loss_curves(self, loss, num_outputs, from_logits):
@@ -293,7 +316,7 @@ class Regression(Task):
             raise ValueError(f"`{name}` has {width} target(s) per example but the model outputs {num_outputs}.")
         return None
 
-    def metrics(self, *, from_logits=False, num_outputs=1):
+    def metrics(self, *, from_logits=False, num_outputs=1, class_weights=None):
         return [keras.metrics.MeanAbsoluteError(name="mae")]
 
     def loss_curves(self, loss, num_outputs, from_logits):

@@ -2,6 +2,7 @@
 Keras's own metrics, hand formulas and a loop-form recomputation of the documented bootstrap draws."""
 
 import math
+import os
 import warnings
 
 import numpy as np
@@ -236,3 +237,54 @@ def test_a_search_keeps_each_trainings_validation_predictions_and_bootstraps_the
     assert best.se_seed == pytest.approx(mean_se(best.scores)[1])
     assert best.se == pytest.approx(math.hypot(best.se_seed, best.se_sample))
     assert f"± {best.se:.4f}" in result.table()
+
+
+# --- the class prior, explicit ------------------------------------------------------------------------------
+def test_a_balanced_prior_search_scores_by_importance_weighted_validation(tmp_path):
+    import io
+
+    import losstune
+    from tests.helpers import mlp, tiny_multiclass
+
+    x, y = tiny_multiclass(n=400)
+    keep = np.concatenate([np.flatnonzero(y == 0), np.flatnonzero(y == 1)[:60], np.flatnonzero(y == 2)[:25]])
+    x, y = x[keep], y[keep]  # long-tailed: about 130 / 60 / 25
+    order = np.random.default_rng(0).permutation(len(y))
+    x, y = x[order], y[order]
+    xv, yv = x[:100], y[:100]
+    result = losstune.search(mlp(3, inputs=8), x[100:], y[100:], validation_data=(xv, yv), prior="balanced",
+                             space="imbalanced_multiclass", tuner="random", max_trials=2, epochs=3, race=0,
+                             score="last", directory=str(tmp_path), stream=io.StringIO())
+    assert result.context.prior == "balanced" and result.best_config["prior"] == "balanced"
+    for t in result.counted:
+        (y_true, y_pred), = t.runs
+        balanced = sampling.macro_f1(y_true, y_pred, sampling.prior_weights(y_true, 3, "balanced"))
+        assert t.score == pytest.approx(balanced, abs=1e-5)  # the objective itself is importance-weighted
+        both = result.scores_by_prior(t)
+        assert both["balanced"] == pytest.approx(balanced) and both["validation"] == pytest.approx(
+            sampling.macro_f1(y_true, y_pred))
+    assert "scores estimate val_macro_f1 under balanced classes" in result.summary()
+    assert "(validation)" in result.summary() and "(balanced)" in result.summary()
+    with pytest.raises(ValueError, match="different `prior`"):
+        losstune.search(mlp(3, inputs=8), x[100:], y[100:], validation_data=(xv, yv), prior="validation",
+                        space="imbalanced_multiclass", tuner="random", max_trials=2, epochs=3, race=0,
+                        directory=str(tmp_path), stream=io.StringIO())
+
+
+def test_the_prior_is_checked_before_anything_trains(tmp_path):
+    import losstune
+    from losstune.lossspace import LossSpace
+    from tests.helpers import mlp, tiny_multiclass
+
+    x, y = tiny_multiclass(n=60)
+    with pytest.raises(ValueError, match="`prior` must be None or one of \\['validation', 'balanced'\\], got 'test'"):
+        losstune.search(mlp(3, inputs=8), x, y, prior="test", directory=str(tmp_path))
+    xr = np.random.default_rng(0).normal(size=(60, 8)).astype("float32")
+    with pytest.raises(ValueError, match="`prior` must be one of \\['validation'\\] for task 'regression'"):
+        losstune.search(mlp(1, activation=None, inputs=8), xr, xr[:, 0], prior="balanced", space="robust_regression",
+                        directory=str(tmp_path))
+    space = {"task": "multiclass", "baseline": "crossentropy", "families": {"crossentropy": {}}, "prior": "balanced"}
+    assert LossSpace.from_dict(space).prior == "balanced" and LossSpace.from_dict(space).to_dict()["prior"] == "balanced"
+    with pytest.raises(ValueError, match="my.toml: `prior` must be one of"):
+        LossSpace.from_dict(dict(space, task="regression", families={"mse": {}}, baseline="mse"), source="my.toml")
+    assert not os.path.exists(os.path.join(tmp_path, "search"))
