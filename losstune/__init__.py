@@ -8,7 +8,7 @@
 from losstune.version import __version__  # noqa: E402
 from losstune import families, spaces, tasks  # noqa: E402
 from losstune.class_weights import class_weights_from_counts  # noqa: E402
-from losstune.lossfile import export_loss, load_loss  # noqa: E402
+from losstune.lossfile import deferred_reweighting, export_loss, load_loss  # noqa: E402
 from losstune.hypermodel import LossHyperModel  # noqa: E402
 from losstune.result import SearchResult  # noqa: E402
 from losstune.search import search  # noqa: E402
@@ -19,6 +19,7 @@ __all__ = [
     "LossSpace",
     "SearchResult",
     "class_weights_from_counts",
+    "deferred_reweighting",
     "export_loss",
     "families",
     "load_loss",

@@ -18,6 +18,7 @@ import keras_tuner
 from losstune import inputs, tasks
 from losstune.lossspace import LossSpace
 from losstune.optimizers import fresh_optimizer
+from losstune.reweighting import DeferredReweighting, Schedule, start_epoch
 
 
 class NonFiniteLossGuard(keras.callbacks.Callback):
@@ -117,6 +118,9 @@ class LossHyperModel(keras_tuner.HyperModel):
             args, kwargs = self._fold(args, kwargs, execution)
         guard = NonFiniteLossGuard()
         kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + [guard]
+        schedule = self.loss_schedule(hp, kwargs.get("epochs", 1))
+        if schedule is not None:
+            kwargs["callbacks"].append(DeferredReweighting(schedule))
         history = model.fit(*args, **kwargs)
         if guard.failure:
             # Fails the trial without retry; the search goes on with the next one.
@@ -124,6 +128,17 @@ class LossHyperModel(keras_tuner.HyperModel):
         return history
 
     # --- helpers -------------------------------------------------------------------------------------
+    def loss_schedule(self, hp, epochs):
+        """The trial's deferred re-weighting over `epochs` (a `reweighting.Schedule`: class weights off, then
+        on from the trial's `class_weights/start` fraction of the epochs), or None when it has none."""
+        if hp is None:
+            return None
+        trial_loss = self.space.trial_loss({k: v for k, v in hp.values.items() if hp.is_active(k)})
+        if not trial_loss.deferred:
+            return None
+        loss = trial_loss.build(self.task, class_counts=self.class_counts, from_logits=self.from_logits)
+        return Schedule(loss, start_epoch(trial_loss.start, epochs))
+
     def seed_for(self, execution=None):
         """The seed of `execution` (default: the execution KerasTuner is running): executions differ in it."""
         return self.seed + (self.execution if execution is None else int(execution))

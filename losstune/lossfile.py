@@ -12,6 +12,8 @@ import os
 
 import keras
 
+from losstune import reweighting
+from losstune.checks import positive_int
 from losstune.files import write_json_atomic
 
 SCHEMA_VERSION = 1
@@ -19,7 +21,7 @@ FORMAT = "losstune.loss"
 _TOP_KEYS = {
     "schema_version", "format", "loss", "family", "task", "params", "from_logits", "class_weight_power",
     "class_weights", "class_counts", "objective", "score", "baseline", "baseline_score", "trial_id",
-    "versions", "score_se", "score_repeats", "score_rule", "pick", "warnings", "calibration", "prior",
+    "versions", "score_se", "score_repeats", "score_rule", "pick", "warnings", "calibration", "prior", "class_weights_start",
 }
 _REQUIRED = {"schema_version", "format", "loss"}
 
@@ -80,17 +82,37 @@ def export_loss(loss_or_config, path):
 
 
 def load_loss(path):
-    """Rebuild the `keras.losses.Loss` saved by `export_loss` / `SearchResult.export`."""
+    """Rebuild the `keras.losses.Loss` saved by `export_loss` / `SearchResult.export` (a deferred
+    re-weighting's loss with its class weights on: see `deferred_reweighting`)."""
+    return loss_from_dict(_read(path, "load_loss"), source=os.fspath(path))
+
+
+def deferred_reweighting(path, epochs):
+    """The Keras callback that reproduces a search's deferred re-weighting in your training of `epochs`
+    epochs (the class weights of `load_loss(path)` switch on at the same fraction of the epochs), or None
+    when the exported loss is weighted from the start. Compile the model with `load_loss(path)`."""
+    data = _read(path, "deferred_reweighting")
+    loss = loss_from_dict(data, source=os.fspath(path))
+    start = data.get("class_weights_start")
+    if not start:
+        return None
+    epochs = positive_int("epochs", epochs)
+    try:
+        return reweighting.DeferredReweighting(reweighting.Schedule(loss, reweighting.start_epoch(start, epochs)))
+    except ValueError as err:
+        raise ValueError(f"{os.fspath(path)}: `class_weights_start`: {err}") from None
+
+
+def _read(path, who):
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise ValueError(f"load_loss: no loss config at {path!r}.")
+        raise ValueError(f"{who}: no loss config at {path!r}.")
     with open(path, encoding="utf-8") as fh:
         text = fh.read()
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as err:
-        raise ValueError(f"load_loss: {path} is not valid JSON (truncated or corrupt?): {err}") from None
-    return loss_from_dict(data, source=path)
+        raise ValueError(f"{who}: {path} is not valid JSON (truncated or corrupt?): {err}") from None
 
 
 def loss_from_dict(data, source="<config>"):

@@ -31,10 +31,16 @@ else:  # pragma: no cover
 
 LOSS_HP = "loss"
 POWER_HP = "class_weights/power"
+START_HP = "class_weights/start"
 _SAMPLINGS = ("linear", "log", "reverse_log")
 _POWER = families_module.Hyperparameter(
     "power", "float", 0.0, low=0.0, high=2.0, search=(0.0, 1.0),
     doc="w_c ~ n_c ** -power: 0 = unweighted, 1 = inverse frequency",
+)
+_START = families_module.Hyperparameter(
+    "start", "float", 0.0, low=0.0, high=0.95, search=(0.0, 0.9),
+    doc="the fraction of the epochs trained unweighted before the class weights switch on (deferred "
+        "re-weighting, Cao et al. 2019): 0 = weighted from the start",
 )
 _SPACE_KEYS = ("task", "baseline", "families", "class_weights", "recipes", "description", "prior")
 _RECIPE_KEYS = ("family", "params", "class_weights", "name")
@@ -137,11 +143,18 @@ def valid_step(key, step, kind):
 
 @dataclass(frozen=True)
 class TrialLoss:
-    """The loss of one trial: a family, its parameters, and the class-weight power (None: unweighted)."""
+    """The loss of one trial: a family, its parameters, the class-weight power (None: unweighted) and when
+    the class weights switch on (`start`: a fraction of the epochs; None or 0: from the start)."""
 
     family: str
     params: dict
     power: float | None
+    start: float | None = None
+
+    @property
+    def deferred(self):
+        """True when class weights apply and switch on after the start of training."""
+        return bool(self.power) and bool(self.start)
 
     def build(self, task, *, class_counts=None, from_logits=False):
         """The `keras.losses.Loss` of this trial for `task` (a Task or its name)."""
@@ -158,6 +171,8 @@ class TrialLoss:
         """One line: `focal(gamma=2), class_weights power=1`."""
         params = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(self.params.items()))
         weights = f", class_weights power={_fmt(self.power)}" if self.power else ""
+        if self.deferred:
+            weights += f" from {self.start:.0%} of the epochs"
         return f"{self.family}({params}{weights})"
 
 
@@ -230,7 +245,7 @@ class LossSpace:
                 f"{source}: `baseline` must be one of the space's families {list(self.families)}, "
                 f"got {self.baseline!r}."
             )
-        self.power = None
+        self.power = self.start = None
         self.weighted = None  # the families the modifier applies to (None: every family that takes weights)
         if class_weights:
             self._parse_class_weights(source, class_weights)
@@ -241,10 +256,9 @@ class LossSpace:
     def _parse_class_weights(self, source, class_weights):
         """The [class_weights] table: the power's range and the families it applies to."""
         task = self.task.name
-        if not isinstance(class_weights, dict) or set(class_weights) - {"power", "families"}:
-            raise ValueError(
-                f"{source}: [class_weights] takes `power` and optionally `families`, got {class_weights!r}."
-            )
+        if not isinstance(class_weights, dict) or set(class_weights) - {"power", "families", "start"}:
+            raise ValueError(f"{source}: [class_weights] takes `power` and optionally `start` and `families`, got "
+                             f"{class_weights!r}.")
         if "families" in class_weights:
             named = class_weights["families"]
             takes = [n for n in self.families if families_module.get(n).weightable]
@@ -256,6 +270,10 @@ class LossSpace:
             raise ValueError(f"{source}: [class_weights] applies to classification tasks, not {task!r}.")
         if "power" in class_weights:
             self.power = _parse_range(f"{source}: class_weights", _POWER, class_weights["power"])
+        if "start" in class_weights:
+            if self.power is None:
+                raise ValueError(f"{source}: class_weights.start defers the class weights of `power`; give a power.")
+            self.start = _parse_range(f"{source}: class_weights", _START, class_weights["start"])
 
     def _parse_recipe(self, where, recipe):
         """A recipe table -> (name, TrialLoss), every value checked against the space's own ranges."""
@@ -283,20 +301,33 @@ class LossSpace:
         loss = self._complete(family, params, None)
         weights = recipe.get("class_weights")
         if weights is not None:
-            if not isinstance(weights, dict) or set(weights) != {"power"}:
-                raise ValueError(f"{where}: `class_weights` must be {{power = p}}, got {weights!r}.")
-            if self.power is None or family not in self.weightable():
-                raise ValueError(f"{where}: class weights do not apply here (the space has no [class_weights] "
-                                 f"range for {family}).")
-            power = _POWER.validate("class_weights", weights["power"])
-            if not self.power.contains(power):
-                raise ValueError(f"{where}: class_weights.power = {power!r} lies outside the space's range "
-                                 f"{self.power.to_spec()!r}.")
-            loss = TrialLoss(loss.family, loss.params, power)
+            loss = self._complete(family, params, *self._recipe_weights(where, family, weights))
         name = recipe.get("name") or loss.describe()
         if not isinstance(name, str):
             raise ValueError(f"{where}: `name` must be a string, got {name!r}.")
         return name, loss
+
+    def _recipe_weights(self, where, family, weights):
+        """A recipe's `class_weights = {power = p, start = s}` -> (power, start), checked against the space."""
+        if not isinstance(weights, dict) or "power" not in weights or set(weights) - {"power", "start"}:
+            raise ValueError(f"{where}: `class_weights` must be {{power = p}} or {{power = p, start = s}}, got "
+                             f"{weights!r}.")
+        if self.power is None or family not in self.weightable():
+            raise ValueError(f"{where}: class weights do not apply here (the space has no [class_weights] "
+                             f"range for {family}).")
+        if "start" in weights and self.start is None:
+            raise ValueError(f"{where}: class_weights.start needs a `start` range in the space's [class_weights].")
+        out = []
+        for key, hyper, rng in (("power", _POWER, self.power), ("start", _START, self.start)):
+            if key not in weights:
+                out.append(None)
+                continue
+            value = hyper.validate("class_weights", weights[key])
+            if not rng.contains(value):
+                raise ValueError(f"{where}: class_weights.{key} = {value!r} lies outside the space's range "
+                                 f"{rng.to_spec()!r}.")
+            out.append(value)
+        return out
 
     # ---------------------------------------------------------------------------------------------
     @classmethod
@@ -388,23 +419,27 @@ class LossSpace:
                     value = _declare_one(hp, f"{name}/{pname}", fam.hyperparameter(pname), rng)
                     if name == family:
                         params[pname] = value
-        power = None
+        power = start = None
         weightable = self.weightable()
         if self.power is not None and weightable:
             with hp.conditional_scope(LOSS_HP, weightable):
                 value = _declare_one(hp, POWER_HP, _POWER, self.power, preferred=0.0)
+                deferral = _declare_one(hp, START_HP, _START, self.start, preferred=0.0) if self.start else None
             if family in weightable:
-                power = value
-        return TrialLoss(family=family, params=params, power=power)
+                power, start = value, deferral
+        return TrialLoss(family=family, params=params, power=power, start=start)
 
-    def _complete(self, family, params, power):
+    def _complete(self, family, params, power, start=None):
         """The TrialLoss of `family` with `params`; the space's defaults fill in the rest."""
         fam = families_module.get(family)
         full = {p: r.default(fam.hyperparameter(p).default) for p, r in self.families[family].items()}
         full.update(params)
-        if power is None and self.power is not None and family in self.weightable():
-            power = self.power.default(0.0)
-        return TrialLoss(family, full, power)
+        if family in self.weightable():
+            if power is None and self.power is not None:
+                power = self.power.default(0.0)
+            if start is None and self.start is not None:
+                start = self.start.default(0.0)
+        return TrialLoss(family, full, power, start)
 
     def baseline_loss(self) -> TrialLoss:
         return self._complete(self.baseline, {}, None)
@@ -421,6 +456,8 @@ class LossSpace:
             hp.values[f"{loss.family}/{pname}"] = value
         if loss.power is not None:
             hp.values[POWER_HP] = loss.power
+        if loss.start is not None:
+            hp.values[START_HP] = loss.start
         self.declare(hp)  # a declared hyperparameter keeps a value set before; conditions follow the family
         return {k: v for k, v in hp.values.items() if hp.is_active(k)}
 
@@ -432,8 +469,10 @@ class LossSpace:
         fam = families_module.get(family)
         for pname, rng in self.families.get(family, {}).items():
             params.setdefault(pname, rng.default(fam.hyperparameter(pname).default))
-        power = values.get(POWER_HP) if family in self.weightable() else None
-        return TrialLoss(family, params, power)
+        weighted = family in self.weightable()
+        power = values.get(POWER_HP) if weighted else None
+        start = values.get(START_HP) if weighted and self.start is not None else None
+        return TrialLoss(family, params, power, start)
 
     def to_dict(self):
         """The space as plain data (what `from_dict` reads back)."""
@@ -448,6 +487,8 @@ class LossSpace:
             data["prior"] = self.prior
         if self.power is not None:
             data["class_weights"] = {"power": self.power.to_spec()}
+            if self.start is not None:
+                data["class_weights"]["start"] = self.start.to_spec()
             if self.weighted is not None:
                 data["class_weights"]["families"] = list(self.weighted)
         if self.recipes:
@@ -482,4 +523,6 @@ def _recipe_spec(name, loss):
     spec = {"family": loss.family, "params": dict(loss.params), "name": name}
     if loss.power is not None:
         spec["class_weights"] = {"power": loss.power}
+        if loss.start is not None:
+            spec["class_weights"]["start"] = loss.start
     return spec

@@ -252,6 +252,7 @@ class SearchResult:
             "params": dict(best.params),
             "from_logits": self.context.from_logits,
             "class_weight_power": best.power,
+            "class_weights_start": best.loss.start if best.loss.deferred else None,
             "class_weights": cfg.get("class_weights"),
             "class_counts": self.context.class_counts,
             "objective": dict(self.objective),

@@ -52,6 +52,9 @@ def train_population(members, x, y, *, validation_data=None, epochs, batch_size,
     x, y, num_samples = check_arrays("x", x, "y", y)
     validation_data = _check_validation(validation_data)
     order = epoch_batches(num_samples, batch_size, seed=seed, epochs=epochs, shuffle=shuffle)
+    for m in members:  # the losses of epoch 0 decide the loss groups
+        if m.schedule is not None:
+            m.model.loss._fn_kwargs.update(m.schedule.arguments_at(0))
     engine = _engine_class()(members, x, y, batch_size=batch_size)
     if verbose:
         print(f"population of {len(members)}: {engine.describe()}", flush=True)
@@ -168,6 +171,10 @@ class _Loop:
 
     def _epoch(self, epoch, validation_data, batch_size):
         engine = self.engine
+        scheduled = {k: self.members[k].schedule.arguments_at(epoch) for k in self.active
+                     if self.members[k].schedule is not None}
+        if scheduled:
+            engine.set_loss_arguments(scheduled)
         for k in self.active:
             self.callbacks[k].on_epoch_begin(epoch)
         engine.reset_metrics()

@@ -15,7 +15,7 @@ from keras import ops
 
 from losstune.population.eligibility import NotVectorizable, first_line
 from losstune.population.forward import Forward, seed_states, vmap
-from losstune.population.groups import make_groups, member_loss, patched
+from losstune.population.groups import loss_kwargs, make_groups, member_loss, numeric, patched
 
 
 class Engine(abc.ABC):
@@ -45,6 +45,7 @@ class Engine(abc.ABC):
         self._reported = set()
         self._probe(x, y)
         self.groups = make_groups(self.models)
+        self._group_of = {k: gi for gi, g in enumerate(self.groups) for k in g.indices}
         order = [k for g in self.groups for k in g.indices]
         # Losses come out group by group; this puts them back in member order.
         self.inverse = None if order == list(range(self.size)) else np.argsort(order).astype("int32")
@@ -252,6 +253,32 @@ class Engine(abc.ABC):
         return results
 
     # -- what the epoch loop calls ----------------------------------------------------------------------
+    def set_loss_arguments(self, changes):
+        """Members' loss arguments from now on ({member index: {argument: value}}: a schedule's values for
+        this epoch, e.g. class weights switching on). Each member's own loss takes its values; a mapped group
+        maps over every argument that changed (stacked from its members' values); when any value changed,
+        the steps are traced again (the state is kept). Returns whether anything changed."""
+        changed = set()
+        for k, arguments in changes.items():
+            own = loss_kwargs(self.models[k])
+            for name, value in arguments.items():
+                if own is None or name not in own:
+                    raise ValueError(f"member {k}: its loss takes no argument {name!r} to schedule.")
+                if not np.array_equal(np.asarray(own[name]), np.asarray(value)):
+                    own[name] = value
+                    changed.add((self._group_of[k], name))
+        for gi, name in changed:
+            g = self.groups[gi]
+            values = [loss_kwargs(m)[name] for m in g.models]
+            if g.mapped and numeric(values[0]):
+                g.params[name] = np.stack([np.asarray(v, dtype=keras.config.floatx()) for v in values])
+            elif g.mapped:  # a non-numeric argument cannot be mapped: its members compute one by one
+                g.mapped = False
+                self._build_unmapped()
+        if changed:
+            self._trace_with_retry()
+        return bool(changed)
+
     def train_epoch(self, batches, epoch):
         """Train every active member on the index `batches` of epoch `epoch`."""
         self.steps_per_epoch = len(batches)

@@ -24,9 +24,13 @@ class Member:
             "val_loss", "val_<metric>".
         failure: None, or why the member stopped, e.g. "training loss became nan at batch 12 of epoch 3".
         stopped_epoch: the epoch after which the member stopped (failure or `stop_training`), else None.
+        schedule: None, or the member's loss arguments by epoch: an object with `arguments_at(epoch)` ->
+            {argument of the compiled loss's function: value} (`losstune.reweighting.Schedule`: class weights
+            switched on at an epoch). The population applies it at each epoch's start, as the
+            `DeferredReweighting` callback does in `fit`.
     """
 
-    def __init__(self, model, callbacks=None, name=None, hyperparameters=None):
+    def __init__(self, model, callbacks=None, name=None, hyperparameters=None, schedule=None):
         if not isinstance(model, keras.Model):
             raise ValueError(f"`model` must be a keras.Model, got {type(model).__name__}.")
         callbacks = list(callbacks or [])
@@ -39,6 +43,9 @@ class Member:
         self.callbacks = callbacks
         self.name = name or model.name
         self.hyperparameters = hyperparameters
+        if schedule is not None and not callable(getattr(schedule, "arguments_at", None)):
+            raise ValueError(f"`schedule` must have an `arguments_at(epoch)` method, got {type(schedule).__name__}.")
+        self.schedule = schedule
         self.history = {}
         self.failure = None
         self.stopped_epoch = None

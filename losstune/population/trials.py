@@ -41,6 +41,8 @@ def train_members(hypermodel, members, fit, execution, stream, verbose=0):
     """
     x, y, validation = hypermodel.execution_data(fit["x"], fit["y"], fit["validation_data"], execution)
     logging.getLogger("tensorflow").addFilter(_EXPECTED_RETRACING)
+    for member in members:  # a deferred re-weighting, as the HyperModel's `fit` schedules it when alone
+        member.schedule = hypermodel.loss_schedule(member.hyperparameters, fit["epochs"])
     for group in same_architecture(members):
         untouched = True
         try:
@@ -75,8 +77,8 @@ def fit_alone(hypermodel, member, fit, execution, verbose=0):
     """A member trained as its serial trial would be (the HyperModel's `fit` for `execution`), the outcome
     kept on the Member: `history`, or `failure` when the HyperModel fails the trial."""
     try:
-        history = hypermodel.fit(None, member.model, **fit, execution=execution, callbacks=member.callbacks,
-                                 verbose=verbose, shuffle=True)
+        history = hypermodel.fit(member.hyperparameters, member.model, **fit, execution=execution,
+                                 callbacks=member.callbacks, verbose=verbose, shuffle=True)
         member.history = dict(history.history)
     except keras_tuner.errors.FailedTrialError as err:
         member.failure = str(err)
