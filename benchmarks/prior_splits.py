@@ -73,9 +73,9 @@ def drw_scores(retrain, start):
         keras.utils.set_random_seed(seed)
         callback = DeferredReweighting(Schedule(loss, start_epoch(start, retrain.epochs)))
         model.fit(x_tr, y_tr, batch_size=32, epochs=retrain.epochs, shuffle=True, verbose=0, callbacks=[callback])
-        pred = keras.ops.convert_to_numpy(model(x_te, training=False)).argmax(1)
+        probs = keras.ops.convert_to_numpy(model(x_te, training=False))
         keras.backend.clear_session()
-        return quality.macro_f1(y_te, pred)
+        return quality.macro_f1(y_te, probs)
 
     return [train(1000 + k) for k in range(retrain.seeds)]
 

@@ -23,7 +23,8 @@ class SampleError:
     N_BOOT = 500
 
     def __init__(self, objective, prior="validation"):
-        self.metric = sampling.metric_fn(objective)
+        # by name: the bootstrap's strata follow the metric (classes, or one stratum for regression)
+        self.metric = objective if sampling.metric_fn(objective) is not None else None
         self.prior = prior
         self._single = {}
 
