@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from losstune import layout, stats
-from losstune.lossspace import POWER_HP
+from losstune.lossspace import POWER_HP, START_HP
 
 ALL = "all"  # the scope over every family
 FAMILY = "family"  # the family choice's name in the `all` scope
@@ -68,7 +68,7 @@ METHOD = ("permutation importance (drop in held-out R^2 when a parameter is shuf
 
 def label(name):
     """How a hyperparameter is shown: `class_weights/power` -> `class-weight power`."""
-    return "class-weight power" if name == POWER_HP else name
+    return {POWER_HP: "class-weight power", START_HP: "class-weight start"}.get(name, name)
 
 
 def usable(trials):
@@ -95,11 +95,18 @@ class Observations:
         return len(self.scores)
 
 
-def _space_tunes_power(space, family=None):
+def _modifier_specs(space, family=None):
+    """The class-weight modifier's tuned hyperparameters (power, deferral start) as table specs, for the
+    `all` scope (family None) or a family the modifier applies to."""
     weighted = space.weightable()
-    if space.power is None or space.power.fixed or not weighted:
-        return False
-    return family is None or family in weighted
+    if not weighted or (family is not None and family not in weighted):
+        return []
+    out = []
+    for name, rng, attribute in ((POWER_HP, space.power, "power"), (START_HP, space.start, "start")):
+        if rng is not None and not rng.fixed:
+            getter = (lambda a: lambda t: getattr(t.loss, a) or 0.0)(attribute)
+            out.append((name, getter, None, rng.sampling == "log"))
+    return out
 
 
 def observations(trials, space):
@@ -127,13 +134,10 @@ def observations(trials, space):
                             np.array([np.nan if t.se is None else t.se for t in rows], dtype=float),
                             [t.trial_id for t in rows])
 
-    power_spec = (POWER_HP, lambda t: 0.0 if t.power is None else t.power, None,
-                  space.power is not None and space.power.sampling == "log")
     top = []
     if len(families) > 1:
         top.append((FAMILY, lambda t: t.family, tuple(families), False))
-    if _space_tunes_power(space):
-        top.append(power_spec)
+    top += _modifier_specs(space)
     out[ALL] = table(ALL, done, top)
     for family in families:
         rows = [t for t in done if t.family == family]
@@ -146,8 +150,7 @@ def observations(trials, space):
                                                 for v in rng.values)
             cats = None if numeric else tuple(str(v) for v in rng.values)
             specs.append((pname, getter, cats, rng.sampling == "log"))
-        if _space_tunes_power(space, family):
-            specs.append(power_spec)
+        specs += _modifier_specs(space, family)
         out[family] = table(family, rows, specs)
     return out
 

@@ -240,3 +240,25 @@ def test_tensorboard_summary_run_holds_the_tables_and_pictures(three_trials):
 
     assert "| family | trials |" in text("per_family") and "| focal |" in text("per_family")
     assert "not enough trials (3 < 5)" in text("importance_table")
+
+
+def test_importance_recovers_a_planted_deferral_start():
+    # The class-weight modifier's `start` (deferred re-weighting) is a top-level parameter like the power.
+    space = dict(SPACE, class_weights=dict(SPACE["class_weights"], start={"min": 0.0, "max": 0.9}))
+    rng = np.random.default_rng(4)
+    records = []
+    for i in range(36):
+        family = ("crossentropy", "focal")[i % 2]
+        params = ({"label_smoothing": float(rng.uniform(0, 0.2))} if family == "crossentropy"
+                  else {"gamma": float(rng.uniform(0, 5)), "alpha": 0.25})
+        power, start = float(rng.uniform(0, 1)), float(rng.uniform(0, 0.9))
+        score = 0.6 + 0.2 * start + rng.normal(0, 0.003)
+        mean, se = stats.mean_se([score])
+        records.append(TrialRecord(str(i), TrialLoss(family, params, power, start), mean, "COMPLETED",
+                                   scores=[score], se=se, is_baseline=i == 0))
+    context = SearchContext(space=space, task="multiclass", objective={"name": "val_macro_f1", "direction": "max"},
+                            class_counts=[50, 10, 2], from_logits=False, max_trials=36, epochs=4, seed=0)
+    report = SearchResult("<memory>", context, records).importance()
+    overall = report["all"]
+    assert overall["class_weights/start"].share > 0.8 and overall["class-weight power"].share < 0.2, report.text()
+    assert "class-weight start" in report.text()
