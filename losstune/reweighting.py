@@ -43,7 +43,8 @@ class Schedule:
         if isinstance(start_epoch, bool) or not isinstance(start_epoch, (int, np.integer)) or start_epoch < 0:
             raise ValueError(f"`start_epoch` must be an integer >= 0, got {start_epoch!r}.")
         self.start_epoch = int(start_epoch)
-        self.on = loss
+        # Copies: the loss a model compiles is changed in place by `DeferredReweighting`.
+        self.on = type(loss).from_config(config)
         self.off = type(loss).from_config(dict(config, class_weights=[1.0] * len(weights)))
 
     def loss_at(self, epoch):

@@ -55,20 +55,30 @@ def test_start_epoch_and_the_schedule_by_epoch():
         Schedule(_loss(weights=None), 1)
 
 
-def test_in_fit_the_traced_functions_switch_to_the_class_weights_at_the_start_epoch():
-    x, y = tiny_multiclass(n=90)
-    schedule = Schedule(_loss(), start_epoch=2)
-    seen = _Seen()
-    model = _model(_loss())
+def _fit(loss, callbacks, x, y):
+    model = _model(loss)
     keras.utils.set_random_seed(0)
     history = model.fit(x, y, validation_data=(x[:40], y[:40]), epochs=EPOCHS, batch_size=16, verbose=0,
-                        callbacks=[DeferredReweighting(schedule), seen])
+                        callbacks=callbacks)
+    return model, history.history
+
+
+def test_in_fit_the_traced_functions_switch_to_the_class_weights_at_the_start_epoch():
+    x, y = tiny_multiclass(n=90)
+    loss = _loss()  # the schedule is made from the very loss the model compiles, as users do
+    seen = _Seen()
+    model, history = _fit(loss, [DeferredReweighting(Schedule(loss, start_epoch=2)), seen], x, y)
     assert seen.weights == [[1.0] * 3] * 2 + [WEIGHTS] * 2
+    _, unweighted = _fit(_loss(weights=[1.0] * 3), [], x, y)
+    _, weighted = _fit(_loss(), [], x, y)
+    np.testing.assert_allclose(history["loss"][:2], unweighted["loss"][:2], rtol=1e-6)  # weights off
+    assert abs(history["loss"][3] - unweighted["loss"][3]) > 1e-3  # ... and on: training changed
+    assert abs(history["loss"][3] - weighted["loss"][3]) > 1e-3  # (not weighted from the start either)
     # The validation loss after each epoch is the loss of that epoch's weighting, recomputed independently
     # (NumPy cross-entropy, per-class weights) on the final model for the last epoch.
     p = np.clip(keras.ops.convert_to_numpy(model(x[:40], training=False)), 1e-7, 1 - 1e-7)
     ce = -np.log(p[np.arange(40), y[:40]])
-    assert history.history["val_loss"][-1] == pytest.approx(np.mean(ce * np.asarray(WEIGHTS)[y[:40]]), rel=1e-4)
+    assert history["val_loss"][-1] == pytest.approx(np.mean(ce * np.asarray(WEIGHTS)[y[:40]]), rel=1e-4)
 
 
 def test_a_population_member_with_a_schedule_equals_its_solo_training():
