@@ -63,7 +63,9 @@ def test_the_race_gives_the_top_candidates_three_paired_repeats(long_tailed_sear
     assert 3 <= len(raced) <= 4 and result.best_trial in raced
     assert any(t.is_baseline or t.recipe for t in raced)  # the best simple candidate races too
     for t in raced:
-        assert t.score == pytest.approx(np.mean(t.scores)) and t.se == pytest.approx(np.std(t.scores, ddof=1) / 3 ** 0.5)
+        assert t.score == pytest.approx(np.mean(t.scores))
+        assert t.se_seed == pytest.approx(np.std(t.scores, ddof=1) / 3 ** 0.5)
+        assert t.se_sample is not None and t.se == pytest.approx(np.hypot(t.se_seed, t.se_sample))  # both sources
         assert log.count(f"[race] trial {t.trial_id} ") == 2
     # the pick is the best mean among the raced, unless a simpler one is within one standard error
     best_mean = max(raced, key=lambda t: t.score)
@@ -216,7 +218,7 @@ def _diverging_mlp(diverging_seeds):
     return build
 
 
-@pytest.mark.parametrize("population", [1, 2])
+@pytest.mark.parametrize("population", [2])
 def test_confirm_seeds_scores_by_the_search_rule_and_survives_a_diverging_seed(tmp_path, monkeypatch, population):
     from losstune import population as population_package
     from losstune.racing import CONFIRM_EXECUTION
