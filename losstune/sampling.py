@@ -221,13 +221,21 @@ def stratified_indices(strata, n_boot, rng):
     return out
 
 
+SMALL_STRATUM = 5  # classes with fewer validation examples are resampled together, as one stratum
+
+
 def strata_of(y_true, metric):
-    """The bootstrap's strata: class ids for class labels (int ids or one-hot); one stratum (zeros) for
-    "mae" and for multilabel 0/1 matrices."""
+    """The bootstrap's strata: class ids for class labels (int ids or one-hot), except that the classes with
+    fewer than SMALL_STRATUM examples share one stratum (id -1): resampled within itself, a class of one
+    example would always be that example, and the error of measuring it (the largest on a long-tailed
+    validation set) would vanish; pooled, each small class appears 0, 1, 2, ... times. One stratum (zeros)
+    for "mae" and for multilabel 0/1 matrices."""
     y = np.asarray(y_true)
     if _base(metric) in _UNSTRATIFIED or (y.ndim == 2 and y.shape[1] > 1 and not np.all(y.sum(1) == 1)):
         return np.zeros(y.shape[0], dtype=np.int64)
-    return class_ids(y)
+    ids = class_ids(y)
+    counts = np.bincount(ids)
+    return np.where(counts[ids] < SMALL_STRATUM, -1, ids)
 
 
 # --- the bootstrap -----------------------------------------------------------------------------------------

@@ -130,6 +130,17 @@ def test_stratified_indices_keep_each_class():
     assert len({tuple(r) for r in index}) > 1
 
 
+def test_small_classes_share_one_stratum_so_their_own_error_counts():
+    y = np.array([0] * 8 + [1] * 6 + [2, 3, 4])
+    np.testing.assert_array_equal(sampling.strata_of(y, "macro_f1"), [0] * 8 + [1] * 6 + [-1] * 3)
+    # only the singleton classes 2-4 are predicted differently by a and b: a class-per-stratum bootstrap
+    # would always redraw the same three examples (no error at all); pooled, they vary
+    p_a = np.eye(5)[y]
+    p_b = np.eye(5)[np.where(y >= 2, 0, y)]
+    got = sampling.paired_bootstrap([(y, p_a, None)], [(y, p_b, None)], "macro_f1", n_boot=200, seed=0)
+    assert got.diff > 0.5 and got.se_sample > 0.05
+
+
 def test_paired_bootstrap_against_a_hand_computation():
     rng = np.random.default_rng(5)
     n, n_boot, seed = 8, 5, 11
@@ -138,13 +149,15 @@ def test_paired_bootstrap_against_a_hand_computation():
     b = [(y, rng.dirichlet(np.ones(3), size=n), rng.random(n)) for y in ys]
     got = sampling.paired_bootstrap(a, b, "val_macro_f1", n_boot=n_boot, seed=seed)
 
-    # the documented draws: one rng; per repeat, per class in ascending order, rng.integers(0, m, (n_boot, m))
+    # the documented draws: one rng; per repeat, per stratum in ascending order, rng.integers(0, m, (n_boot, m));
+    # the strata are the classes, those with fewer than 5 examples pooled as one (id -1)
     draw = np.random.default_rng(seed)
     idx = []
     for y in ys:
+        strata = np.array([c if np.sum(y == c) >= 5 else -1 for c in y])
         rows = np.empty((n_boot, n), dtype=int)
-        for c in np.unique(y):
-            members = np.flatnonzero(y == c)
+        for c in np.unique(strata):
+            members = np.flatnonzero(strata == c)
             rows[:, members] = members[draw.integers(0, members.size, size=(n_boot, members.size))]
         idx.append(rows)
     d = [sk_f1(y, pa, wa, 3) - sk_f1(y, pb, wb, 3) for (y, pa, wa), (_, pb, wb) in zip(a, b)]
