@@ -233,7 +233,8 @@ def test_a_search_keeps_each_trainings_validation_predictions_and_bootstraps_the
     x, y = tiny_multiclass(n=150)
     result = losstune.search(mlp(3, inputs=8), x[:90], y[:90], validation_data=(x[90:], y[90:]),
                              space="imbalanced_multiclass", tuner="random", max_trials=3, epochs=3, race=2,
-                             score="last", directory=str(tmp_path), population=population, stream=io.StringIO())
+                             score="last", prior="validation", directory=str(tmp_path), population=population,
+                             stream=io.StringIO())
     raced = [t for t in result.counted if len(t.scores) == 3]
     assert len(raced) >= 2
     for t in result.counted:
