@@ -32,8 +32,7 @@ class SampleError:
         runs = getattr(trial, "runs", None)
         if self.metric is None or not runs or len(runs) < repeats:
             return None
-        return [(y, p, sampling.prior_weights(y, p.shape[-1] if p.ndim > 1 else 2, self.prior))
-                for y, p in runs[:repeats]]
+        return sampling.with_prior(runs[:repeats], self.prior)
 
     def single(self, trial):
         """The validation-sampling standard error of `trial`'s mean score, or None."""

@@ -7,13 +7,14 @@ and the model's outputs on the validation examples of execution k (its fold, wit
 
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 
 import keras
 import numpy as np
 
 from losstune import inputs, layout
+from losstune.files import write_bytes_atomic
 
 _BATCH = 1024
 
@@ -47,17 +48,9 @@ class ValidationPredictions(keras.callbacks.Callback):
 
 
 def save(path, y_true, y_pred):
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, y_true=np.asarray(y_true), y_pred=np.asarray(y_pred))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    buffer = io.BytesIO()
+    np.savez(buffer, y_true=np.asarray(y_true), y_pred=np.asarray(y_pred))
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def load(trial_dir, repeats):

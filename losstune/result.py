@@ -12,8 +12,10 @@ import os
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
+
 from losstune import importance as whatmattered
-from losstune import layout, lossfile, pick, plots, predictions, sampling, stats, tasks
+from losstune import layout, lossfile, pick, plots, predictions, sampling, tasks
 from losstune.failures import failure_reason
 from losstune.files import read_json, write_json_atomic
 from losstune.layout import BEST_FILE, CONTEXT_FILE, find_search_directory
@@ -200,8 +202,7 @@ class SearchResult:
         metric = sampling.metric_fn(self.objective["name"])
         if metric is None or not trial.runs:
             return {}
-        return {prior: float(sum(metric(y, p, sampling.prior_weights(y, p.shape[-1] if p.ndim > 1 else 2, prior))
-                                 for y, p in trial.runs) / len(trial.runs))
+        return {prior: float(np.mean([metric(y, p, w) for y, p, w in sampling.with_prior(trial.runs, prior)]))
                 for prior in self.task.priors}
 
     def prior_text(self):

@@ -199,8 +199,19 @@ def prior_weights(y_true, num_classes, prior):
     if prior == "validation":
         return np.ones(n)
     ids = class_ids(y, max(int(num_classes), 2))
-    counts = np.bincount(ids, minlength=max(int(num_classes), 2)).astype("float64")
-    return n / ((counts > 0).sum() * counts[ids])
+    return np.asarray(balanced_class_weights(np.bincount(ids, minlength=max(int(num_classes), 2))))[ids]
+
+
+def balanced_class_weights(counts):
+    """Per-class weights n / (C_present n_c) from class counts (1 for an absent class: it weighs nothing)."""
+    counts = np.asarray(counts, dtype="float64")
+    present = int((counts > 0).sum())
+    return [float(counts.sum() / (present * c)) if c > 0 else 1.0 for c in counts]
+
+
+def with_prior(runs, prior):
+    """Kept (y_true, y_pred) runs as (y_true, y_pred, per-example weights under `prior`)."""
+    return [(y, p, prior_weights(y, p.shape[-1] if p.ndim > 1 else 2, prior)) for y, p in runs]
 
 
 def stratified_indices(strata, n_boot, rng):

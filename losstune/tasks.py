@@ -94,11 +94,7 @@ class Task(abc.ABC):
     def prior_weights(self, counts, prior):
         """Per-class weights w_c = n / (C_present n_c) from the validation class counts under "balanced" (each
         present class then weighs as much in the metric), None under "validation"."""
-        if prior != "balanced":
-            return None
-        counts = [float(c) for c in counts]
-        present = sum(1 for c in counts if c > 0)
-        return [sum(counts) / (present * c) if c > 0 else 1.0 for c in counts]
+        return sampling.balanced_class_weights(counts) if prior == "balanced" else None
 
     # --- the loss picture ----------------------------------------------------------------------------------
     def loss_curves(self, loss, num_outputs, from_logits):

@@ -1,5 +1,10 @@
 """Small models and data shared by the search tests."""
 
+import json
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 
@@ -32,3 +37,14 @@ def tiny_multiclass(n=120, classes=3, features=8, seed=0):
     y = rng.integers(0, classes, size=n)
     x = (centers[y] + rng.normal(size=(n, features))).astype("float32")
     return x, y
+
+
+def run_jax_script(script, timeout=600):
+    """Run `script` (Python source) in a subprocess on the JAX backend (CPU) with the tests folder as
+    argv[1]; the dict it prints after "RESULT" as JSON."""
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2")
+    here = os.path.dirname(os.path.abspath(__file__))
+    proc = subprocess.run([sys.executable, "-c", script, here], capture_output=True, text=True, env=env,
+                          timeout=timeout, cwd=os.path.dirname(here))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT"))[len("RESULT"):])

@@ -6,10 +6,7 @@ every logged value (loss, macro-F1, val_loss, val_macro-F1) within a relative 1e
 in float rounding: a batched matmul may round differently from a single one.
 """
 
-import json
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -332,12 +329,9 @@ print("RESULT" + json.dumps(out))
 
 def test_jax_backend_members_match_solo_fits():
     pytest.importorskip("jax")
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2")
-    here = os.path.dirname(os.path.abspath(__file__))
-    proc = subprocess.run([sys.executable, "-c", JAX_SCRIPT, here], capture_output=True, text=True, env=env,
-                          timeout=600, cwd=os.path.dirname(here))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("RESULT"))[len("RESULT"):])
+    from tests.helpers import run_jax_script
+
+    out = run_jax_script(JAX_SCRIPT)
     assert out["order"] and out["same_logs"], out
     assert out["dw"] <= ATOL and out["dh"] <= RTOL, out
     assert out["free"] > 0 and out["auto"] == 8, out

@@ -7,10 +7,6 @@ TensorFlow (2.x) changes one of them (each is marked `# Keras private` / `# Tens
 
 import inspect
 import io
-import json
-import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -247,12 +243,9 @@ print("RESULT" + json.dumps(out))
 
 def test_the_jax_engine_traces_eagerly_under_the_same_retry():
     pytest.importorskip("jax")
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2")
-    here = os.path.dirname(os.path.abspath(__file__))
-    proc = subprocess.run([sys.executable, "-c", JAX_SCRIPT, here], capture_output=True, text=True, env=env,
-                          timeout=300, cwd=os.path.dirname(here))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("RESULT"))[len("RESULT"):])
+    from tests.helpers import run_jax_script
+
+    out = run_jax_script(JAX_SCRIPT, timeout=300)
     assert out["retried"] == [[True], [False]], out
     assert out["refused"] and out["refused"].startswith("a layer does not vectorize"), out
     assert out["untouched"], out
