@@ -6,6 +6,7 @@ Labels are checked by the task (tasks.py).
 
 from __future__ import annotations
 
+import inspect
 import warnings
 
 import keras
@@ -13,11 +14,30 @@ import numpy as np
 
 
 def is_dataset(x):
+    """Whether `x` is an input that batches itself and yields its labels: a `tf.data.Dataset` or a
+    `keras.utils.PyDataset`."""
+    if isinstance(x, keras.utils.PyDataset):
+        return True
     try:
         import tensorflow as tf
     except ImportError:  # pragma: no cover
         return False
     return isinstance(x, tf.data.Dataset)
+
+
+def check_not_generator(x, name):
+    """A search trains many models from one input; a generator can be read only once."""
+    if inspect.isgenerator(x) or (hasattr(x, "__next__") and not hasattr(x, "__len__")):
+        raise ValueError(f"`{name}` is a generator ({type(x).__name__}), which can be read only once, and a search "
+                         f"trains many models from it: wrap it in a keras.utils.PyDataset or "
+                         f"tf.data.Dataset.from_generator.")
+
+
+def elements(dataset):
+    """The elements of a dataset as NumPy: each batch of a tf.data.Dataset, or of a PyDataset in index order."""
+    if isinstance(dataset, keras.utils.PyDataset):
+        return (keras.tree.map_structure(np.asarray, dataset[i]) for i in range(len(dataset)))
+    return dataset.as_numpy_iterator()
 
 
 def as_inputs(x, name):
@@ -64,7 +84,7 @@ def holdout_split(x, y, fraction, seed):
 def first_features(data, k=8):
     """The features of the first `k` examples (arrays) or of the first batch (a tf.data.Dataset)."""
     if is_dataset(data):
-        return next(iter(data.take(1).as_numpy_iterator()))[0]
+        return next(iter(elements(data)))[0]
     return take(data, slice(0, k))
 
 
@@ -87,14 +107,14 @@ def check_pair(x, y, x_name, y_name):
 
 
 def labels_from_dataset(dataset, name="x"):
-    """All labels of a `tf.data.Dataset` of (features, labels) batches, as one numpy array."""
+    """All labels of a dataset (`is_dataset`) of (features, labels) batches, as one numpy array."""
     parts = []
-    for element in dataset.as_numpy_iterator():
+    for element in elements(dataset):
         if not isinstance(element, tuple) or len(element) < 2:
-            raise ValueError(f"`{name}`: a tf.data.Dataset must yield (features, labels) tuples.")
+            raise ValueError(f"`{name}`: a {type(dataset).__name__} must yield (features, labels) tuples.")
         parts.append(np.asarray(element[1]))
     if not parts:
-        raise ValueError(f"`{name}`: the tf.data.Dataset is empty.")
+        raise ValueError(f"`{name}`: the {type(dataset).__name__} is empty.")
     return np.concatenate(parts, axis=0)
 
 

@@ -95,31 +95,37 @@ def _settings(tuner, max_trials, epochs, executions_per_trial, batch_size, seed,
 class _Data:
     """The checked training and validation data, as `fit` takes them, and what the checks need."""
 
-    fit: dict  # x, y, batch_size (arrays) or x (a tf.data.Dataset)
-    validation: object  # (x_val, y_val) or a tf.data.Dataset
+    fit: dict  # x, y, batch_size, shuffle (arrays) or x, shuffle (a dataset: tf.data or PyDataset)
+    validation: object  # (x_val, y_val) or a dataset
     y_train: np.ndarray
     y_val: np.ndarray
 
 
 def _check_data(x, y, validation_data, batch_size, seed, folds):
     """Shapes, values and pairing of the training and validation data (labels are checked in `_plan`)."""
+    inputs.check_not_generator(x, "x")
+    inputs.check_not_generator(validation_data, "validation_data")
     if folds:
         if validation_data is not None:
             raise ValueError("`validation_data` and `folds` exclude each other: with folds=k every trial "
                              "validates on the held-out fold of (x, y); pass one of them.")
         if inputs.is_dataset(x):
-            raise ValueError("`folds` needs x and y as arrays to cut the folds from, got a tf.data.Dataset as `x`.")
+            raise ValueError(f"`folds` needs x and y as arrays to cut the folds from, got a {type(x).__name__} as "
+                             f"`x`.")
         if y is None:
             raise ValueError("`y` is required when `x` is an array (pass the labels).")
         x, y = inputs.check_pair(x, y, "x", "y")
         # The probe and the label checks see one fold's validation part; training cuts each fold itself.
-        return _Data({"x": x, "y": y, "batch_size": batch_size}, None, y, y)
+        return _Data({"x": x, "y": y, "batch_size": batch_size, "shuffle": True}, None, y, y)
     if inputs.is_dataset(x):
+        kind = type(x).__name__
         if y is not None:
-            raise ValueError("`y` must be None when `x` is a tf.data.Dataset (it yields the labels).")
+            raise ValueError(f"`y` must be None when `x` is a dataset ({kind}): it yields the labels.")
         if validation_data is None:
-            raise ValueError("`validation_data` is required when `x` is a tf.data.Dataset.")
-        fit, y_train = {"x": x}, inputs.labels_from_dataset(x, "x")
+            raise ValueError(f"`validation_data` is required when `x` is a dataset ({kind}).")
+        # `fit` shuffles a PyDataset's batch order (its default, shuffle=True); a tf.data pipeline orders itself.
+        fit = {"x": x, "shuffle": isinstance(x, keras.utils.PyDataset)}
+        y_train = inputs.labels_from_dataset(x, "x")
     else:
         if y is None:
             raise ValueError("`y` is required when `x` is an array (pass the labels).")
@@ -127,12 +133,12 @@ def _check_data(x, y, validation_data, batch_size, seed, folds):
         if validation_data is None:
             x, y, x_val, y_val = inputs.holdout_split(x, y, 0.2, seed)
             validation_data = (x_val, y_val)
-        fit, y_train = {"x": x, "y": y, "batch_size": batch_size}, y
+        fit, y_train = {"x": x, "y": y, "batch_size": batch_size, "shuffle": True}, y
     if inputs.is_dataset(validation_data):
         y_val = inputs.labels_from_dataset(validation_data, "validation_data")
     else:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise ValueError("`validation_data` must be (x_val, y_val) or a tf.data.Dataset.")
+            raise ValueError("`validation_data` must be (x_val, y_val), a tf.data.Dataset or a keras.utils.PyDataset.")
         validation_data = inputs.check_pair(*validation_data, "validation_data[0]", "validation_data[1]")
         y_val = validation_data[1]
     return _Data(fit, validation_data, y_train, y_val)
@@ -163,7 +169,7 @@ def _probe_model(hypermodel, features):
     return outputs[0], getattr(last, "__name__", None)
 
 
-def _population_size(settings, hypermodel, dataset):
+def _population_size(settings, hypermodel):
     """The population size: `settings.population`, or for "auto" `population.auto_size` within the tuner's
     limit; 1, with one line saying why, when the baseline's model cannot be trained as a population."""
     size, stream = settings.population, settings.stream
@@ -172,8 +178,6 @@ def _population_size(settings, hypermodel, dataset):
     why_not = None
     if size == "auto" and settings.hyperband:
         why_not = "Hyperband gives its trials different epoch budgets"
-    elif size == "auto" and dataset:
-        why_not = "x is a tf.data.Dataset (a population draws its batches from arrays)"
     else:
         model = hypermodel.build(keras_tuner.HyperParameters(), execution=0)
         why_not = vectorizable(model)
@@ -261,11 +265,11 @@ def _run(plan, data, settings, project_dir, *, space, callbacks, overwrite):
             plan.context.save(project_dir)
             tb.write_hparams_config(log.logdir, tuner.oracle.get_space().space, plan.objective.name,
                                     plan.hypermodel.task.calibration)
-        size = _population_size(settings, plan.hypermodel, inputs.is_dataset(data.fit["x"]))
+        size = _population_size(settings, plan.hypermodel)
         if size > 1:
             tuner.search_population(size, **fit)
         else:
-            tuner.search(**fit, shuffle=True)
+            tuner.search(**fit)
     return size
 
 
@@ -333,9 +337,10 @@ def search(
     Args:
         build_model: `callable(hp) -> keras.Model` (uncompiled is fine; it may declare its own
             hyperparameters), or a `keras.Model` cloned per trial with the same initial weights.
-        x, y: numpy arrays (x may be a list/tuple/dict of arrays), or a `tf.data.Dataset` of
-            (features, labels) batches as x with y=None.
-        validation_data: (x_val, y_val) or a `tf.data.Dataset`; default: 20% of (x, y), held out with `seed`.
+        x, y: numpy arrays (x may be a list/tuple/dict of arrays), or a dataset of (features, labels) batches
+            as x with y=None: a `tf.data.Dataset` (augmentation in its `map` is drawn once per batch for all
+            members of a population) or a `keras.utils.PyDataset`. Generators are refused (read only once).
+        validation_data: (x_val, y_val) or a dataset; default: 20% of (x, y), held out with `seed`.
         space: a bundled space name (`losstune.spaces.available()`), a path to a `.toml` file, or a LossSpace.
         objective: None for the task's default (multiclass: val_macro_f1; binary and multilabel: val_pr_auc;
             pairs: val_pair_auc; regression: val_mae), a metric name, or a `keras_tuner.Objective`.
@@ -368,8 +373,8 @@ def search(
             is never stopped; a stopped trial keeps the score of the epochs it trained.
         population: K > 1 trains K trials at once: the model mapped over K stacked copies of its weights
             (population.py), each member an ordinary trial with the same initial weights, data order and
-            result as when trained alone. Needs arrays (not a tf.data.Dataset) and equal epochs for every
-            trial (not Hyperband); a model or optimizer that cannot be vectorized trains serially, with one
+            result as when trained alone; each batch of the input is drawn once and fed to every member.
+            Needs equal epochs for every trial (not Hyperband); a model or optimizer that cannot be vectorized trains serially, with one
             line saying why. "auto": as many as `max_trials`, at most 32, a quarter of `max_trials` with
             Bayesian optimization, and as many as fit in half the free memory (`population.auto_size`); 1
             where a population cannot run.
@@ -382,9 +387,6 @@ def search(
     # 1. check: every argument and the data, before anything trains
     settings = _settings(tuner, max_trials, epochs, executions_per_trial, batch_size, seed, race, folds, population,
                          prune, score, confirm_seeds, verbose, stream, prior)
-    if settings.population not in (1, "auto") and inputs.is_dataset(x):
-        raise ValueError("`population` needs x and y as arrays: a population draws its members' batches "
-                         "itself; pass population=1 for a tf.data.Dataset.")
     space = LossSpace.coerce(space)
     data = _check_data(x, y, validation_data, settings.batch_size, settings.seed, settings.folds)
 

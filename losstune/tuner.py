@@ -167,7 +167,8 @@ class LosstuneTunerMixin:
                                           log.epochs, exempt=is_baseline))
 
     # --- population search ----------------------------------------------------------------------------
-    def search_population(self, size, *, x, y, validation_data, epochs, batch_size, callbacks=(), verbose=0):
+    def search_population(self, size, *, x, y=None, validation_data, epochs, batch_size=None, shuffle=True,
+                          callbacks=(), verbose=0):
         """KerasTuner's search loop (as `BaseTuner.search`, keras-tuner 1.4.x) taking up to `size` trials from
         the oracle at a time and training each execution of them together (population.py).
 
@@ -178,7 +179,7 @@ class LosstuneTunerMixin:
         """
         if dist_utils.is_chief_oracle():  # the chief serves the oracle and trains nothing
             return self.search(x=x, y=y, validation_data=validation_data, epochs=epochs, batch_size=batch_size,
-                               callbacks=list(callbacks), verbose=verbose, shuffle=True)
+                               callbacks=list(callbacks), verbose=verbose, shuffle=shuffle)
         if serves_oracle():
             self.oracle.verbose = verbose  # as `search` does: KerasTuner's own per-trial display
         self.on_search_begin()
@@ -186,7 +187,8 @@ class LosstuneTunerMixin:
             trials = self._take_trials(size)
             if not trials:
                 break
-            fit = dict(x=x, y=y, validation_data=validation_data, epochs=epochs, batch_size=batch_size)
+            fit = dict(x=x, y=y, validation_data=validation_data, epochs=epochs, batch_size=batch_size,
+                       shuffle=shuffle)
             self._train_together(trials, fit, list(callbacks), verbose)
         self.on_search_end()
 

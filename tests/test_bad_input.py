@@ -59,7 +59,7 @@ CASES = {
     "zero trials": (dict(max_trials=0), "`max_trials` must be an integer >= 1, got 0"),
     "unknown bundled space": (dict(space="imbalanced"), "unknown search space 'imbalanced'"),
     "a single confirmation seed": (dict(confirm_seeds=1), "`confirm_seeds` must be an integer >= 2, got 1"),
-    "a dataset with separate labels": (dict(x=None, y=Y), "`y` must be None when `x` is a tf.data.Dataset"),
+    "a dataset with separate labels": (dict(x=None, y=Y), "`y` must be None when `x` is a dataset \\(_BatchDataset\\)"),
     "validation features one column short": (
         dict(validation_data=(X[:, :7], Y)),
         "`validation_data`: the model cannot take these features \\(shape \\(8, 7\\)\\); it expects input shape "

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "losstune"
 # The population package, lowest first: what a member is, data order and sizing; what vectorizes; how members
 # are mapped and their losses grouped; the engines; the epoch driver; trials trained as populations.
 POPULATION_LAYERS = [
-    {"losstune.population.member", "losstune.population.order", "losstune.population.sizing",
+    {"losstune.population.member", "losstune.population.stream", "losstune.population.sizing",
      "losstune.population.grouped_conv"},
     {"losstune.population.forward"},
     {"losstune.population.eligibility", "losstune.population.groups"},

@@ -40,15 +40,23 @@ def test_keras_backend_trainers_hold_the_step_methods_a_model_inherits():
         assert callable(getattr(JAXTrainer, method, None)), f"JAXTrainer.{method} is gone"
 
 
-def test_keras_array_data_adapter_gives_fits_batches():
-    # order.epoch_batches runs the adapter `fit` iterates for arrays, to draw the same order.
-    from keras.src.trainers.data_adapters.array_data_adapter import ArrayDataAdapter
+def test_keras_epoch_iterators_are_what_stream_builds():
+    # stream.Stream builds the backend trainer's own epoch iterator, with `fit`'s arguments, and draws from it
+    # as `fit` does: `for _, _, iterator in it: next(iterator)`, `reset()`, `num_batches`, `catch_stop_iteration`.
+    from keras.src.backend.tensorflow.trainer import TFEpochIterator
 
-    params = inspect.signature(ArrayDataAdapter.__init__).parameters
-    assert {"x", "batch_size", "shuffle"} <= set(params), f"ArrayDataAdapter's arguments changed: {list(params)}"
-    adapter = ArrayDataAdapter(np.arange(5, dtype="int64"), batch_size=2, shuffle=False)
-    assert [len(b) for b in adapter.get_numpy_iterator()] == [2, 2, 1]
-    assert [len(b) for b in adapter.get_tf_dataset()] == [2, 2, 1]
+    params = set(inspect.signature(TFEpochIterator.__init__).parameters)
+    params |= set(inspect.signature(TFEpochIterator.__mro__[1].__init__).parameters)
+    assert {"x", "y", "sample_weight", "batch_size", "steps_per_epoch", "shuffle", "steps_per_execution",
+            "distribute_strategy"} <= params, f"TFEpochIterator's arguments changed: {sorted(params)}"
+    for name in ("reset", "num_batches", "catch_stop_iteration"):
+        assert hasattr(TFEpochIterator, name), f"EpochIterator.{name} is gone"
+    from losstune.population import Stream
+
+    stream = Stream(np.arange(5, dtype="float32"), np.zeros(5), batch_size=2)
+    assert stream.steps == 3 and [len(x) for x, _, _ in stream.epoch()] == [2, 2, 1]
+    pytest.importorskip("jax")
+    from keras.src.backend.jax.trainer import JAXEpochIterator  # noqa: F401  (stream.py imports it on JAX)
 
 
 def test_keras_layers_say_whether_call_takes_training():
@@ -191,18 +199,18 @@ def _tracing_engine(base, fails):
 
 def test_a_failed_trace_retries_unmapped_then_refuses():
     x, y = np.zeros((8, 4), "float32"), np.zeros((8, 3), "float32")
-    engine = _tracing_engine(TFEngine, "mapped")(_huber_members([1.0, 2.0]), x, y, batch_size=4)
+    engine = _tracing_engine(TFEngine, "mapped")(_huber_members([1.0, 2.0]), (x[:4], y[:4], None))
     assert engine.traces == [[True], [False]] and not engine.groups[0].mapped
     members = _huber_members([1.0, 2.0])
     before = [w.copy() for w in members[0].model.get_weights()]
     refusing = _tracing_engine(TFEngine, "always")
     with pytest.raises(NotVectorizable, match="a layer does not vectorize: this metric does not map") as info:
-        refusing(members, x, y, batch_size=4)
+        refusing(members, (x[:4], y[:4], None))
     assert refusing.traces == [[True], [False]] and info.value.reason.endswith("this metric does not map")
     assert all(np.array_equal(a, b) for a, b in zip(before, members[0].model.get_weights()))
     alone = _tracing_engine(TFEngine, "always")
     with pytest.raises(NotVectorizable):
-        alone(_huber_members([1.0]), x, y, batch_size=4)
+        alone(_huber_members([1.0]), (x[:4], y[:4], None))
     assert alone.traces == [[False]]  # nothing mapped: no retry
 
 
@@ -216,7 +224,7 @@ from losstune.population.engine_jax import JaxEngine
 assert keras.backend.backend() == "jax"
 out = {}
 x, y = np.random.default_rng(0).normal(size=(8, 4)).astype("float32"), np.zeros((8, 3), "float32")
-engine = t._tracing_engine(JaxEngine, "mapped")(t._huber_members([1.0, 2.0]), x, y, batch_size=4)
+engine = t._tracing_engine(JaxEngine, "mapped")(t._huber_members([1.0, 2.0]), (x[:4], y[:4], None))
 out["retried"] = engine.traces
 
 class Branching(keras.layers.Layer):

@@ -105,9 +105,9 @@ def test_population_is_refused_where_it_cannot_apply(tmp_path):
 
     with pytest.raises(ValueError, match="`population`: Hyperband gives its trials different epoch budgets"):
         losstune.search(mlp(3, inputs=8), X, Y, tuner="hyperband", population=4, directory=str(tmp_path))
-    data = tf.data.Dataset.from_tensor_slices((X, Y)).batch(16)
-    with pytest.raises(ValueError, match="`population` needs x and y as arrays"):
-        losstune.search(mlp(3, inputs=8), data, validation_data=data, population=4, directory=str(tmp_path))
+    batches = (b for b in [(X, Y)])
+    with pytest.raises(ValueError, match="`x` is a generator .* can be read only once"):
+        losstune.search(mlp(3, inputs=8), batches, validation_data=(XV, YV), population=4, directory=str(tmp_path))
     with pytest.raises(ValueError, match="`population` must be an integer >= 1, got 0"):
         losstune.search(mlp(3, inputs=8), X, Y, population=0, directory=str(tmp_path))
     with pytest.raises(ValueError, match="`population` must be an integer >= 1 or \"auto\", got 'fast'"):
@@ -144,7 +144,7 @@ def test_free_memory_is_read_from_the_host_on_cpu():
     assert 0 < free <= total
 
 
-def _size(size, tuner_cls, max_trials=12, dataset=False):
+def _size(size, tuner_cls, max_trials=12):
     import keras_tuner
 
     from losstune.hypermodel import LossHyperModel
@@ -158,7 +158,7 @@ def _size(size, tuner_cls, max_trials=12, dataset=False):
     settings = Settings(tuner_cls=tuner_cls, max_trials=max_trials, epochs=1, executions_per_trial=1, batch_size=32,
                         seed=0, race=0, folds=None, population=size, prune=None, score="last", confirm_seeds=0,
                         verbose=0, stream=out)
-    return _population_size(settings, hypermodel, dataset), out.getvalue()
+    return _population_size(settings, hypermodel), out.getvalue()
 
 
 def test_auto_keeps_bayesian_rounds_and_falls_back_where_a_population_cannot_run():
@@ -169,8 +169,6 @@ def test_auto_keeps_bayesian_rounds_and_falls_back_where_a_population_cannot_run
     assert _size("auto", "BayesianOptimization", max_trials=1)[0] == 1
     size, line = _size("auto", "Hyperband")
     assert size == 1 and "one by one: Hyperband" in line
-    size, line = _size("auto", "RandomSearch", dataset=True)
-    assert size == 1 and "tf.data.Dataset" in line
     assert _size(5, "RandomSearch") == (5, "")
 
 
@@ -181,6 +179,40 @@ def test_an_auto_population_search_trains_its_trials_together(tmp_path):
         result, log = _search(tmp_path, "auto", population="auto")
     assert sizes == [6] and "population: auto: 6 trials at once" in log
     assert [t.status for t in result.trials] == ["COMPLETED"] * 6
+
+
+class Batches(keras.utils.PyDataset):
+    def __init__(self, x, y, size=16):
+        super().__init__()
+        self.x, self.y, self.size = x, y, size
+
+    def __len__(self):
+        return -(-len(self.y) // self.size)
+
+    def __getitem__(self, i):
+        return self.x[i * self.size:(i + 1) * self.size], self.y[i * self.size:(i + 1) * self.size]
+
+
+@pytest.mark.parametrize("kind", ["tf.data with augmentation", "PyDataset"])
+def test_a_dataset_search_trains_its_trials_together_from_one_stream(tmp_path, kind):
+    import tensorflow as tf
+
+    from tests.test_population_tuners import _populations
+
+    if kind == "PyDataset":
+        train, validation = Batches(X, Y), Batches(XV, YV)
+    else:
+        noise = keras.layers.GaussianNoise(0.1, seed=3)
+        train = tf.data.Dataset.from_tensor_slices((X, Y)).shuffle(len(Y), seed=1).batch(16)
+        train = train.map(lambda x, y: (noise(x, training=True), y))
+        validation = tf.data.Dataset.from_tensor_slices((XV, YV)).batch(16)
+    out = io.StringIO()
+    with _populations() as sizes:
+        result = losstune.search(mlp(3, inputs=8), train, validation_data=validation, tuner="random", max_trials=4,
+                                 epochs=2, race=0, seed=2, population=4, directory=str(tmp_path), stream=out)
+    assert sizes == [4] and "population: training" not in out.getvalue()
+    assert [t.status for t in result.trials] == ["COMPLETED"] * 4
+    assert all(np.isfinite(t.score) for t in result.trials)
 
 
 def test_the_best_epoch_checkpoint_is_written_once_when_training_ends(tmp_path):

@@ -24,7 +24,8 @@ Every member stays a real trial:
 * its own optimizer state: one optimizer over the stacked variables equals K separate optimizers for
   optimizers whose update is elementwise (SGD, Adam, RMSprop, ...; see `vectorizable`);
 * the same initial weights, data order, dropout masks and BatchNormalization statistics as a solo
-  `model.fit` with that seed (`epoch_batches` reproduces Keras's shuffling; non-trainable variables,
+  `model.fit` with that seed (`Stream` draws the batches through the epoch iterator `fit` uses, once for
+  all members, from arrays, a tf.data.Dataset, a PyDataset or a generator; non-trainable variables,
   moving statistics and seed-generator states, are stacked and updated per member). Results agree with
   solo training up to float rounding (a batched matmul may round differently from a single one);
   tests/test_population.py holds weights after two epochs to 1e-5;
@@ -35,7 +36,7 @@ Every member stays a real trial:
     train_population(members, x, y, validation_data=(xv, yv), epochs=5, batch_size=32, seed=0)
     members[0].history["val_macro_f1"]
 
-Modules, lowest first: `member` (Member), `sizing` (population="auto"), `order` (the data order),
+Modules, lowest first: `member` (Member), `sizing` (population="auto"), `stream` (the input's batches),
 `grouped_conv` (a TensorFlow converter for Conv2D), `forward` (the mapped forward pass), `groups` (members
 whose losses share one computation), `eligibility` (can members share one computation? the architecture
 key), `engine` (the backend-free engine), `engine_tf` and `engine_jax` (one per backend), `driver`
@@ -48,12 +49,12 @@ from __future__ import annotations
 from losstune.population.driver import train_population
 from losstune.population.eligibility import NotVectorizable, architecture_key, vectorizable
 from losstune.population.member import Member
-from losstune.population.order import epoch_batches
+from losstune.population.stream import Stream
 from losstune.population.sizing import AUTO_MAX, BYTES_PER_PARAMETER, auto_size, free_memory_bytes, member_bytes
 from losstune.population.trials import fit_alone, train_members
 
 __all__ = [
-    "AUTO_MAX", "BYTES_PER_PARAMETER", "Member", "NotVectorizable", "architecture_key", "auto_size",
-    "epoch_batches", "fit_alone", "free_memory_bytes", "member_bytes", "train_members", "train_population",
+    "AUTO_MAX", "BYTES_PER_PARAMETER", "Member", "NotVectorizable", "Stream", "architecture_key", "auto_size",
+    "fit_alone", "free_memory_bytes", "member_bytes", "train_members", "train_population",
     "vectorizable",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import keras
@@ -10,10 +11,10 @@ import numpy as np
 from losstune.checks import positive_int
 from losstune.population.eligibility import NotVectorizable, architecture_key, vectorizable
 from losstune.population.member import Member
-from losstune.population.order import check_shuffle, epoch_batches
+from losstune.population.stream import Stream, unpack
 
 
-def train_population(members, x, y, *, validation_data=None, epochs, batch_size, shuffle=True, seed,
+def train_population(members, x, y=None, *, validation_data=None, epochs, batch_size=None, shuffle=True, seed,
                      verbose=0):
     """Train `members` together; each ends as if `model.fit` had trained it alone with this seed.
 
@@ -21,12 +22,16 @@ def train_population(members, x, y, *, validation_data=None, epochs, batch_size,
         members: `Member`s whose models come from the same builder and seed (identical architecture and
             initial weights), each compiled with its own loss and metrics and an optimizer of one common
             configuration. `vectorizable(members[0].model)` must be None.
-        x, y: training arrays (x may be a list/tuple/dict of arrays for a multi-input model).
-        validation_data: `(x_val, y_val)` or None; validated each epoch with each member's own compiled
-            loss and metrics, batched by `batch_size` like `fit`.
-        epochs, batch_size, shuffle: as in `model.fit` (`shuffle` True or False).
+        x, y: the training input, as `model.fit` takes it: arrays (x may be a list/tuple/dict of arrays for a
+            multi-input model) with y, or a `tf.data.Dataset`, a `keras.utils.PyDataset` or a generator
+            yielding (x, y) or (x, y, sample_weight) batches, with y None. Each batch is drawn once and fed to
+            every member (see `stream.Stream`).
+        validation_data: as in `model.fit`: `(x_val, y_val)`, `(x_val, y_val, sample_weight)`, a dataset,
+            a PyDataset, or None; validated each epoch with each member's own compiled loss and metrics
+            (arrays batched by `batch_size`).
+        epochs, batch_size, shuffle: as in `model.fit`.
         seed: the seed a solo trial passes to `keras.utils.set_random_seed` right before `fit`; it fixes the
-            data order (see `epoch_batches`).
+            data order (the input's shuffling is drawn as `fit` draws it).
         verbose: 0 silent, 1 a line for the plan and one per epoch.
 
     Returns:
@@ -42,23 +47,37 @@ def train_population(members, x, y, *, validation_data=None, epochs, batch_size,
     if not isinstance(members, list) or not members or not all(isinstance(m, Member) for m in members):
         raise ValueError(f"`members` must be a non-empty list of Member, got {members!r}.")
     epochs = positive_int("epochs", epochs, 0)
-    batch_size = positive_int("batch_size", batch_size, 1)
-    check_shuffle(shuffle)
+    if batch_size is not None:
+        batch_size = positive_int("batch_size", batch_size, 1)
+    if shuffle not in (True, False, "batch"):
+        raise ValueError(f"`shuffle` must be True, False or \"batch\", got {shuffle!r}.")
     if verbose not in (0, 1, 2):
         raise ValueError(f"`verbose` must be 0, 1 or 2, got {verbose!r}.")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ValueError(f"`seed` must be an integer, got {seed!r}.")
     check_members(members)
-    x, y, num_samples = check_arrays("x", x, "y", y)
-    validation_data = _check_validation(validation_data)
-    order = epoch_batches(num_samples, batch_size, seed=seed, epochs=epochs, shuffle=shuffle)
+    keras.utils.set_random_seed(int(seed))  # as the solo trial, right before `fit` creates its iterator
+    train = Stream(x, y, batch_size=batch_size, shuffle=shuffle, training=True)
+    validation = None
+    if isinstance(validation_data, (tuple, list)) and len(validation_data) not in (2, 3):
+        raise ValueError(f"`validation_data` must be (x_val, y_val), (x_val, y_val, sample_weight), a dataset, a "
+                         f"PyDataset or None, got a {type(validation_data).__name__} of length "
+                         f"{len(validation_data)}.")
+    if validation_data is not None:
+        val_x, val_y, val_weight = unpack(validation_data)
+        validation = Stream(val_x, val_y, val_weight, batch_size=batch_size, training=False)
+    first_epoch = train.epoch()
+    first = next(first_epoch, None)
+    if first is None:
+        raise ValueError("`x` yields no batches: a population needs at least one training batch.")
     for m in members:  # the losses of epoch 0 decide the loss groups
         if m.schedule is not None:
             m.model.loss._fn_kwargs.update(m.schedule.arguments_at(0))
-    engine = _engine_class()(members, x, y, batch_size=batch_size)
+    engine = _engine_class()(members, first)
     if verbose:
         print(f"population of {len(members)}: {engine.describe()}", flush=True)
-    return _Loop(engine, members, order, epochs, verbose).run(validation_data, batch_size)
+    loop = _Loop(engine, members, train, epochs, verbose)
+    return loop.run(itertools.chain([first], first_epoch), validation)
 
 
 def _engine_class():
@@ -107,52 +126,21 @@ def optimizer_config(optimizer):
     return config
 
 
-def check_arrays(x_name, x, y_name, y):
-    """(x, y, number of examples): the arrays as NumPy, refused when not arrays or of different lengths."""
-
-    def convert(a, name):
-        if a is None:
-            raise ValueError(f"`{name}` must be an array, got None.")
-        if hasattr(a, "element_spec") or callable(getattr(a, "__next__", None)):
-            raise ValueError(f"`{name}` must be arrays (NumPy or tensors); datasets and generators are not "
-                             f"supported in populations, got {type(a).__name__}.")
-        return np.asarray(a)
-
-    x = keras.tree.map_structure(lambda a: convert(a, x_name), x)
-    y = convert(y, y_name)
-    lengths = {a.shape[0] if a.ndim else None for a in keras.tree.flatten(x)} | {y.shape[0] if y.ndim else None}
-    if len(lengths) != 1 or None in lengths or 0 in lengths:
-        raise ValueError(f"`{x_name}` and `{y_name}` must hold the same number (>= 1) of examples along their "
-                         f"first axis, got {sorted(str(n) for n in lengths)}.")
-    return x, y, lengths.pop()
-
-
-def _check_validation(validation_data):
-    if validation_data is None:
-        return None
-    if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-        length = len(validation_data) if isinstance(validation_data, (tuple, list)) else "?"
-        raise ValueError(f"`validation_data` must be a tuple (x_val, y_val) or None, got "
-                         f"{type(validation_data).__name__} of length {length}.")
-    val_x, val_y, _ = check_arrays("validation_data[0]", validation_data[0],
-                                   "validation_data[1]", validation_data[1])
-    return val_x, val_y
-
-
 class _Loop:
     """The epoch loop of `fit`, for every member at once: callbacks, training, validation, logs. A member
     that stops (its failure or its callbacks' `stop_training`) leaves the loop after that epoch."""
 
-    def __init__(self, engine, members, order, epochs, verbose):
-        self.engine, self.members, self.order, self.epochs, self.verbose = engine, members, order, epochs, verbose
-        steps = len(order[0]) if order else 0
+    def __init__(self, engine, members, stream, epochs, verbose):
+        self.engine, self.members, self.stream, self.epochs, self.verbose = engine, members, stream, epochs, verbose
+        steps = stream.steps
         self.callbacks = [keras.callbacks.CallbackList(m.callbacks, add_history=False, add_progbar=False,
                                                        model=m.model, epochs=epochs, steps=steps, verbose=0)
                           for m in members]
         self.active = list(range(len(members)))
         self.logs = [None] * len(members)
 
-    def run(self, validation_data, batch_size):
+    def run(self, first_epoch, validation):
+        """Every epoch: `first_epoch` (epoch 0's batches, already started), then the stream's next ones."""
         for k, m in enumerate(self.members):
             m.history, m.failure, m.stopped_epoch = {}, None, None
             m.model.stop_training = False
@@ -161,7 +149,7 @@ class _Loop:
             if not self.active:
                 break
             start = time.perf_counter()
-            self._epoch(epoch, validation_data, batch_size)
+            self._epoch(epoch, first_epoch if epoch == 0 else self.stream.epoch(), validation)
             if self.verbose:
                 print(f"population epoch {epoch + 1}/{self.epochs}: {len(self.active)} of {len(self.members)} "
                       f"members training, {time.perf_counter() - start:.2f}s", flush=True)
@@ -169,7 +157,7 @@ class _Loop:
             self.callbacks[k].on_train_end(self.logs[k])
         return self.members
 
-    def _epoch(self, epoch, validation_data, batch_size):
+    def _epoch(self, epoch, batches, validation):
         engine = self.engine
         scheduled = {k: self.members[k].schedule.arguments_at(epoch) for k in self.active
                      if self.members[k].schedule is not None}
@@ -178,22 +166,22 @@ class _Loop:
         for k in self.active:
             self.callbacks[k].on_epoch_begin(epoch)
         engine.reset_metrics()
-        engine.train_epoch(self.order[epoch], epoch)
+        engine.train_epoch(batches)
         engine.sync_iterations(self.active)  # callbacks such as TensorBoard log against optimizer.iterations
         failed = engine.failures()
         train_logs = engine.collect_logs()
         epoch_logs = {k: train_logs[k] for k in self.active}
-        if validation_data is not None:
-            self._validate(validation_data, batch_size, epoch_logs)
+        if validation is not None:
+            self._validate(validation, epoch_logs)
         # A member that failed keeps the weights it had before its first non-finite step.
         engine.write_back(self.active)
         self._end_epoch(epoch, failed, epoch_logs)
 
-    def _validate(self, validation_data, batch_size, epoch_logs):
+    def _validate(self, validation, epoch_logs):
         for k in self.active:
             self.callbacks[k].on_test_begin()
         self.engine.reset_metrics()
-        self.engine.evaluate(validation_data[0], validation_data[1], batch_size)
+        self.engine.evaluate(validation.epoch())
         test_logs = self.engine.collect_logs()
         for k in self.active:
             val = test_logs[k]

@@ -7,6 +7,7 @@ declared here as abstract methods.
 from __future__ import annotations
 
 import abc
+import bisect
 import math
 
 import keras
@@ -32,18 +33,18 @@ class Engine(abc.ABC):
     list of stacked metric variables per group) and `optimizer` (one optimizer over the stacked variables).
     """
 
-    def __init__(self, members, x, y, *, batch_size):
+    def __init__(self, members, first_batch):
         self.members = members
         self.models = [m.model for m in members]
         self.template = self.models[0]
         self.size = len(members)
-        self.x, self.y = x, y
-        self.batch_size = batch_size
-        self.steps_per_epoch = None  # set by `train_epoch`; `failures` turns a step code into (epoch, batch)
+        self.first_batch = first_batch  # (x, y, sample_weight): the steps are traced on its shapes
+        self.epoch_starts = []  # the step code of each epoch's first batch: `failures` turns a code into (epoch, batch)
+        self.steps_done = 0
         self.trainable, self.non_trainable, self.metric_state, self.optimizer = [], [], [], None
         self._built = set()
         self._reported = set()
-        self._probe(x, y)
+        self._probe(first_batch[0], first_batch[1])
         self.groups = make_groups(self.models)
         self._group_of = {k: gi for gi, g in enumerate(self.groups) for k in g.indices}
         order = [k for g in self.groups for k in g.indices]
@@ -63,7 +64,7 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def _init_state(self):
         """Create the stacked state (`trainable`, `non_trainable`, `metric_state`, `optimizer`, the members'
-        alive and failure records) and put the training arrays `self.x`, `self.y` where the steps read them."""
+        alive and failure records)."""
 
     @abc.abstractmethod
     def _trace_probe(self, fn, preds):
@@ -72,17 +73,18 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def _trace_steps(self):
-        """Trace the training and test steps now, on the shapes of the first batches, without running them
-        or touching any state; raise if either cannot be traced. Called again after the groups changed."""
+        """Trace the training and test steps now, on the shapes of `first_batch` (any batch size), without
+        running them or touching any state; raise if either cannot be traced. Called again after the groups
+        changed."""
 
     @abc.abstractmethod
-    def _train_batch(self, idx, code):
-        """One training step on the rows `idx` (int64 array) of the training arrays; `code` (int) is the step's
-        number in the whole run, recorded for a member that fails at it."""
+    def _train_batch(self, x, y, sample_weight, code):
+        """One training step on a batch; `code` (int) is the step's number in the whole run, recorded for a
+        member that fails at it."""
 
     @abc.abstractmethod
-    def _test_batch(self, x, y):
-        """Update every member's metric state on one validation batch (NumPy arrays)."""
+    def _test_batch(self, x, y, sample_weight):
+        """Update every member's metric state on one validation batch."""
 
     @abc.abstractmethod
     def reset_metrics(self):
@@ -199,12 +201,8 @@ class Engine(abc.ABC):
         g.model.reset_metrics()
         return [np.stack([np.asarray(v.numpy())] * len(g.indices)) for v in g.model.metrics_variables]
 
-    def example_batch(self):
-        """The rows of the first batch `train_epoch` draws, as far as shapes go: `min(batch_size, len(y))`."""
-        return np.arange(min(self.batch_size, len(self.y)), dtype="int64")
-
     # -- the members' losses ----------------------------------------------------------------------------
-    def member_losses(self, trainable, non_trainable, metric_state, x, y, *, training):
+    def member_losses(self, trainable, non_trainable, metric_state, x, y, sample_weight, *, training):
         """Forward pass of all members, then each group's losses and metric updates.
 
         Returns the (K,) vector of member losses in member order, the new non-trainable values and the
@@ -215,26 +213,27 @@ class Engine(abc.ABC):
         for g, state in zip(self.groups, metric_state):
             preds = take(y_pred, g.take)
             g_extra = [take(e, g.take) for e in extra]
-            value, state = self._group_losses(g, x, y, preds, g_extra, state, training=training)
+            value, state = self._group_losses(g, (x, y, sample_weight), preds, g_extra, state, training=training)
             parts.append(ops.cast(value, "float32"))
             new_state.append(state)
         losses = parts[0] if len(parts) == 1 else ops.concatenate(parts)
         return take(losses, self.inverse), new_nt, new_state
 
-    def _group_losses(self, g, x, y, preds, extra, state, *, training):
-        """Losses (one per member of `g`) and updated metric states of the group's members."""
+    def _group_losses(self, g, batch, preds, extra, state, *, training):
+        """Losses (one per member of `g`) and updated metric states of the group's members on `batch`
+        (x, y, sample_weight)."""
         if g.mapped:
             params = {name: ops.convert_to_tensor(value) for name, value in g.params.items()}
 
             def one(args):
                 pred, member_params, member_extra, member_state = args
-                return member_loss(g.model, g.loss, member_params, x, y, pred, member_extra, member_state,
+                return member_loss(g.model, g.loss, member_params, batch, pred, member_extra, member_state,
                                    training=training)
 
             return vmap(one, (preds, params, list(extra), list(state)))
         losses, states = [], []
         for j, model in enumerate(g.models):
-            value, new = member_loss(model, None, None, x, y, preds[j], [e[j] for e in extra],
+            value, new = member_loss(model, None, None, batch, preds[j], [e[j] for e in extra],
                                      [s[j] for s in state], training=training)
             losses.append(value)
             states.append(new)
@@ -279,17 +278,17 @@ class Engine(abc.ABC):
             self._trace_with_retry()
         return bool(changed)
 
-    def train_epoch(self, batches, epoch):
-        """Train every active member on the index `batches` of epoch `epoch`."""
-        self.steps_per_epoch = len(batches)
-        for b, idx in enumerate(batches):
-            self._train_batch(idx, epoch * len(batches) + b)
+    def train_epoch(self, batches):
+        """Train every active member on the next epoch's `batches` ((x, y, sample_weight) each)."""
+        self.epoch_starts.append(self.steps_done)
+        for x, y, sample_weight in batches:
+            self._train_batch(x, y, sample_weight, self.steps_done)
+            self.steps_done += 1
 
-    def evaluate(self, x, y, batch_size):
-        """Update every member's metric state on the validation arrays, batched by `batch_size` as `fit`."""
-        for start in range(0, len(y), batch_size):
-            self._test_batch(keras.tree.map_structure(lambda a: a[start:start + batch_size], x),
-                             y[start:start + batch_size])
+    def evaluate(self, batches):
+        """Update every member's metric state on the validation `batches` ((x, y, sample_weight) each)."""
+        for x, y, sample_weight in batches:
+            self._test_batch(x, y, sample_weight)
 
     def write_back(self, indices):
         """Copy the stacked weights and non-trainable state of members `indices` into their own models,
@@ -306,13 +305,14 @@ class Engine(abc.ABC):
     def failures(self):
         """{member index: message} for the members that failed since the last call."""
         out = {}
-        if self.steps_per_epoch is None:  # no epoch trained yet
+        if not self.epoch_starts:  # no epoch trained yet
             return out
         step, value = self._failed_at()
         for k in range(self.size):
             if step[k] >= 0 and k not in self._reported:
                 self._reported.add(k)
-                epoch, batch = divmod(int(step[k]), self.steps_per_epoch)
+                epoch = bisect.bisect_right(self.epoch_starts, int(step[k])) - 1
+                batch = int(step[k]) - self.epoch_starts[epoch]
                 what = (f"training loss became {float(value[k])}" if not math.isfinite(value[k])
                         else "gradients became non-finite")
                 out[k] = f"{what} at batch {batch} of epoch {epoch}"

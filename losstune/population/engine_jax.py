@@ -12,12 +12,12 @@ from losstune.population.engine import Engine, expand, finite_members, stack_var
 class JaxEngine(Engine):
     """JAX: the stacked state is a tuple of arrays that each jitted step takes and returns."""
 
-    def __init__(self, members, x, y, *, batch_size):
+    def __init__(self, members, first_batch):
         import jax
         import jax.numpy as jnp
 
         self.jax, self.jnp = jax, jnp
-        super().__init__(members, x, y, batch_size=batch_size)
+        super().__init__(members, first_batch)
 
     def _init_state(self):
         jnp, t, K = self.jnp, self.template, self.size
@@ -34,19 +34,20 @@ class JaxEngine(Engine):
         self.alive = jnp.ones((K,), bool)
         self.failed_step = jnp.full((K,), -1, jnp.int32)
         self.failed_value = jnp.zeros((K,), jnp.float32)
-        self.x_device = keras.tree.map_structure(jnp.asarray, self.x)
-        self.y_device = jnp.asarray(self.y)
 
     def _trace_steps(self):
         """Jit the training and test steps and trace both now (`jax.eval_shape`: no compilation, no state
-        touched) on the first batches' shapes; the first real call reuses that trace."""
-        jax, jnp = self.jax, self.jnp
+        touched) on the first batch's shapes; the first real call reuses that trace (a batch of another
+        shape, the last partial one, is traced again, as in Keras's JAX trainer)."""
+        jax = self.jax
         self._train = jax.jit(self._train_step, donate_argnums=(0,))
         self._test = jax.jit(self._test_step)
-        idx = jnp.asarray(self.example_batch())
-        jax.eval_shape(self._train, self._state(), self.x_device, self.y_device, idx, self._code(0))
-        x = keras.tree.map_structure(lambda a: a[:len(idx)], self.x_device)
-        jax.eval_shape(self._test, self.trainable, self.non_trainable, self.metric_state, x, self.y_device[:len(idx)])
+        batch = self._device(*self.first_batch)
+        jax.eval_shape(self._train, self._state(), *batch, self._code(0))
+        jax.eval_shape(self._test, self.trainable, self.non_trainable, self.metric_state, *batch)
+
+    def _device(self, *parts):
+        return [None if p is None else keras.tree.map_structure(self.jnp.asarray, p) for p in parts]
 
     def _trace_probe(self, fn, preds):
         self.jax.eval_shape(fn, preds)
@@ -59,14 +60,13 @@ class JaxEngine(Engine):
         return self.jnp.asarray(code, self.failed_step.dtype)
 
     # -- traced steps -----------------------------------------------------------------------------------
-    def _train_step(self, state, x_all, y_all, idx, code):
+    def _train_step(self, state, x, y, sample_weight, code):
         jax, jnp = self.jax, self.jnp
         trainable, non_trainable, opt_state, metric_state, alive, failed_step, failed_value = state
-        x = keras.tree.map_structure(lambda a: jnp.take(a, idx, axis=0), x_all)
-        y = jnp.take(y_all, idx, axis=0)
 
         def total_loss(tr):
-            losses, new_nt, new_state = self.member_losses(tr, non_trainable, metric_state, x, y, training=True)
+            losses, new_nt, new_state = self.member_losses(tr, non_trainable, metric_state, x, y, sample_weight,
+                                                           training=True)
             total = jnp.sum(jnp.where(alive, losses, 0.0))
             mapping = list(zip(self.optimizer.variables, opt_state))
             with keras.StatelessScope(state_mapping=mapping):
@@ -87,21 +87,20 @@ class JaxEngine(Engine):
                   for i, (new, old) in enumerate(zip(new_nt, non_trainable))]
         return new_tr, new_nt, new_opt, new_state, keep, failed_step, failed_value
 
-    def _test_step(self, trainable, non_trainable, metric_state, x, y):
-        _, _, new_state = self.member_losses(trainable, non_trainable, metric_state, x, y, training=False)
+    def _test_step(self, trainable, non_trainable, metric_state, x, y, sample_weight):
+        _, _, new_state = self.member_losses(trainable, non_trainable, metric_state, x, y, sample_weight,
+                                             training=False)
         return new_state
 
     # -- what the engine calls --------------------------------------------------------------------------
-    def _train_batch(self, idx, code):
-        state = self._train(self._state(), self.x_device, self.y_device, self.jnp.asarray(idx), self._code(code))
+    def _train_batch(self, x, y, sample_weight, code):
+        state = self._train(self._state(), *self._device(x, y, sample_weight), self._code(code))
         (self.trainable, self.non_trainable, self.opt_state, self.metric_state, self.alive,
          self.failed_step, self.failed_value) = state
 
-    def _test_batch(self, x, y):
-        jnp = self.jnp
-        xb = keras.tree.map_structure(lambda a, t: jnp.asarray(a, t.dtype), x, self.x_device)
-        yb = jnp.asarray(y, self.y_device.dtype)
-        self.metric_state = self._test(self.trainable, self.non_trainable, self.metric_state, xb, yb)
+    def _test_batch(self, x, y, sample_weight):
+        self.metric_state = self._test(self.trainable, self.non_trainable, self.metric_state,
+                                       *self._device(x, y, sample_weight))
 
     def reset_metrics(self):
         self.metric_state = [[self.jnp.asarray(v) for v in self.initial_metric_state(g)] for g in self.groups]

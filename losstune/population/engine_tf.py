@@ -19,11 +19,11 @@ def _read(variable):
 class TFEngine(Engine):
     """TensorFlow: stacked `keras.Variable`s updated in place by traced `tf.function` steps."""
 
-    def __init__(self, members, x, y, *, batch_size):
+    def __init__(self, members, first_batch):
         import tensorflow as tf
 
         self.tf = tf
-        super().__init__(members, x, y, batch_size=batch_size)
+        super().__init__(members, first_batch)
 
     def _init_state(self):
         tf, t, K = self.tf, self.template, self.size
@@ -41,43 +41,36 @@ class TFEngine(Engine):
         self.alive = tf.Variable(tf.ones((K,), tf.bool), trainable=False)
         self.failed_step = tf.Variable(tf.fill((K,), tf.constant(-1, tf.int64)), trainable=False)
         self.failed_value = tf.Variable(tf.zeros((K,), tf.float32), trainable=False)
-        self.x_tensor = keras.tree.map_structure(tf.convert_to_tensor, self.x)
-        self.y_tensor = tf.convert_to_tensor(self.y)
 
     def _trace_steps(self):
-        """Trace the training and test steps once each: the batch axis is left unknown so the last,
-        partial batch reuses the trace."""
+        """Trace the training and test steps once each, on the first batch's specs with the batch axis left
+        unknown, so every full batch and the last, partial one reuse the trace (a batch of other inner shapes,
+        from a pipeline that pads per batch, traces once more)."""
         tf = self.tf
 
-        def spec(t, batch=None):
-            return tf.TensorSpec((batch,) + tuple(t.shape[1:]), t.dtype)
+        def spec(t):
+            t = tf.convert_to_tensor(t)
+            return tf.TensorSpec((None,) + tuple(t.shape[1:]), t.dtype)
 
-        x_spec = keras.tree.map_structure(lambda t: spec(t, t.shape[0]), self.x_tensor)
-        y_spec = spec(self.y_tensor, self.y_tensor.shape[0])
-        self._train = tf.function(
-            self._train_step, jit_compile=False, autograph=False,
-            input_signature=[x_spec, y_spec, tf.TensorSpec((None,), tf.int64), tf.TensorSpec((), tf.int64)])
-        self._test = tf.function(
-            self._test_step, jit_compile=False, autograph=False,
-            input_signature=[keras.tree.map_structure(spec, self.x_tensor), spec(self.y_tensor)])
-        self._train.get_concrete_function()
-        self._test.get_concrete_function()
+        specs = [None if part is None else keras.tree.map_structure(spec, part) for part in self.first_batch]
+        self._train = tf.function(self._train_step, jit_compile=False, autograph=False, reduce_retracing=True)
+        self._test = tf.function(self._test_step, jit_compile=False, autograph=False, reduce_retracing=True)
+        self._train.get_concrete_function(*specs, tf.TensorSpec((), tf.int64))
+        self._test.get_concrete_function(*specs)
 
     def _trace_probe(self, fn, preds):
         self.tf.function(fn, autograph=False).get_concrete_function(preds)
 
     # -- traced steps -----------------------------------------------------------------------------------
-    def _train_step(self, x_all, y_all, idx, code):
+    def _train_step(self, x, y, sample_weight, code):
         tf = self.tf
-        x = keras.tree.map_structure(lambda a: tf.gather(a, idx), x_all)
-        y = tf.gather(y_all, idx)
         state = [[_read(v) for v in variables] for variables in self.metric_state]
         alive = self.alive.value()
         with tf.GradientTape() as tape:
             trainable = [_read(v) for v in self.trainable]
             tape.watch(trainable)
             losses, new_nt, new_state = self.member_losses(trainable, [_read(v) for v in self.non_trainable],
-                                                           state, x, y, training=True)
+                                                           state, x, y, sample_weight, training=True)
             # A frozen member's loss is left out, so its NaN cannot reach the gradients of the sum.
             total = tf.reduce_sum(tf.where(alive, losses, tf.zeros_like(losses)))
             total = self.optimizer.scale_loss(total)
@@ -98,10 +91,11 @@ class TFEngine(Engine):
         self._assign_metrics(new_state)
         return keep
 
-    def _test_step(self, x, y):
+    def _test_step(self, x, y, sample_weight):
         state = [[_read(v) for v in variables] for variables in self.metric_state]
         _, _, new_state = self.member_losses([_read(v) for v in self.trainable],
-                                             [_read(v) for v in self.non_trainable], state, x, y, training=False)
+                                             [_read(v) for v in self.non_trainable], state, x, y, sample_weight,
+                                             training=False)
         self._assign_metrics(new_state)
         return self.tf.constant(0)
 
@@ -111,14 +105,11 @@ class TFEngine(Engine):
                 v.assign(value)
 
     # -- what the engine calls --------------------------------------------------------------------------
-    def _train_batch(self, idx, code):
-        tf = self.tf
-        self._train(self.x_tensor, self.y_tensor, tf.constant(idx), tf.constant(code, tf.int64))
+    def _train_batch(self, x, y, sample_weight, code):
+        self._train(x, y, sample_weight, self.tf.constant(code, self.tf.int64))
 
-    def _test_batch(self, x, y):
-        tf = self.tf
-        xb = keras.tree.map_structure(lambda a, t: tf.convert_to_tensor(a, t.dtype), x, self.x_tensor)
-        self._test(xb, tf.convert_to_tensor(y, self.y_tensor.dtype))
+    def _test_batch(self, x, y, sample_weight):
+        self._test(x, y, sample_weight)
 
     def reset_metrics(self):
         for g, variables in zip(self.groups, self.metric_state):

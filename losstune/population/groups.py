@@ -109,8 +109,9 @@ def make_groups(models):
     return [Group(indices, [models[k] for k in indices]) for indices in by_key.values()]
 
 
-def member_loss(model, loss, params, x, y, y_pred, extra, metric_values, *, training):
-    """One member's loss, as Keras's `train_step`/`test_step` compute it, and its updated metric state.
+def member_loss(model, loss, params, batch, y_pred, extra, metric_values, *, training):
+    """One member's loss on `batch` (x, y, sample_weight), as Keras's `train_step`/`test_step` compute it, and
+    its updated metric state.
 
     `params` replace numeric arguments of `loss` (the loss object inside `model`'s compiled loss) for this
     call; `extra` are the member's additional losses (regularizers, `add_loss`), each one scalar.
@@ -118,15 +119,16 @@ def member_loss(model, loss, params, x, y, y_pred, extra, metric_values, *, trai
     # Keras private (3.x): `Layer._losses_override`, when non-empty, replaces `model.losses` (the
     # regularizer and `add_loss` terms `compute_loss` adds); Keras's JAX trainer sets it the same way for
     # its stateless step. Here it holds the member's own terms, from the mapped forward pass.
+    x, y, sample_weight = batch
     model._losses_override = list(extra)
     try:
         mapping = list(zip(model.metrics_variables, metric_values))
         with patched(loss, params), keras.StatelessScope(state_mapping=mapping) as scope:
-            value = model.compute_loss(x, y, y_pred, None, training=training)
+            value = model.compute_loss(x, y, y_pred, sample_weight, training=training)
             # Keras private (3.x): `Model._loss_tracker` is the Mean metric behind the logged "loss"; Keras's
             # `train_step` updates it after `compute_loss`, weighted by the batch size, as here.
             model._loss_tracker.update_state(value, sample_weight=ops.shape(keras.tree.flatten(x)[0])[0])
-            model.compute_metrics(x, y, y_pred, None)
+            model.compute_metrics(x, y, y_pred, sample_weight)
         new_values = [scope.get_current_value(v) for v in model.metrics_variables]
     finally:
         model._losses_override = []

@@ -31,7 +31,8 @@ def train_members(hypermodel, members, fit, execution, stream, verbose=0):
             `execution` explicitly; its `execution` attribute is neither read nor set here).
         members: `Member`s, each carrying the `hyperparameters` its model was built from (a member that
             trains alone is rebuilt from them).
-        fit: x, y, validation_data, epochs and batch_size as given to the search (folds are cut here).
+        fit: x, y, validation_data, epochs, batch_size and shuffle as given to the search (folds are cut
+            here); x may be any input `model.fit` takes.
         execution: which execution (repeat) of the trials this is: its seed, and with folds its fold.
         stream: where the fallback line goes.
         verbose: 0 silent; else the population's plan and epochs, and `fit`'s own output when alone.
@@ -39,7 +40,7 @@ def train_members(hypermodel, members, fit, execution, stream, verbose=0):
     Returns:
         `members`, with `history` and `failure` filled.
     """
-    x, y, validation = hypermodel.execution_data(fit["x"], fit["y"], fit["validation_data"], execution)
+    x, y, validation = hypermodel.execution_data(fit["x"], fit.get("y"), fit.get("validation_data"), execution)
     logging.getLogger("tensorflow").addFilter(_EXPECTED_RETRACING)
     for member in members:  # a deferred re-weighting, as the HyperModel's `fit` schedules it when alone
         member.schedule = hypermodel.loss_schedule(member.hyperparameters, fit["epochs"])
@@ -47,7 +48,7 @@ def train_members(hypermodel, members, fit, execution, stream, verbose=0):
         untouched = True
         try:
             train_population(group, x, y, validation_data=validation, epochs=fit["epochs"],
-                             batch_size=fit["batch_size"], shuffle=True, seed=hypermodel.seed_for(execution),
+                             batch_size=fit.get("batch_size"), shuffle=fit.get("shuffle", True), seed=hypermodel.seed_for(execution),
                              verbose=1 if verbose else 0)
             continue
         except NotVectorizable as err:  # refused before any weight was touched
@@ -77,8 +78,8 @@ def fit_alone(hypermodel, member, fit, execution, verbose=0):
     """A member trained as its serial trial would be (the HyperModel's `fit` for `execution`), the outcome
     kept on the Member: `history`, or `failure` when the HyperModel fails the trial."""
     try:
-        history = hypermodel.fit(member.hyperparameters, member.model, **fit, execution=execution,
-                                 callbacks=member.callbacks, verbose=verbose, shuffle=True)
+        history = hypermodel.fit(member.hyperparameters, member.model, **{"shuffle": True, **fit},
+                                 execution=execution, callbacks=member.callbacks, verbose=verbose)
         member.history = dict(history.history)
     except keras_tuner.errors.FailedTrialError as err:
         member.failure = str(err)

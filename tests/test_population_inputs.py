@@ -1,0 +1,152 @@
+"""Population inputs: whatever `model.fit` takes (arrays, a tf.data pipeline with augmentation, a
+keras.utils.PyDataset, a generator; sample weights; a dataset as validation data) is streamed once, each batch
+fed to every member, and each member ends as the same trial trained alone by `model.fit` on that input with
+that seed (weights to 1e-5, logs to a relative 1e-5, as tests/test_population.py)."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from losstune.population import Member, Stream, train_population
+try:
+    from tests.test_population import MLP_MEMBERS, SEED, XT, XV, YT, YV, assert_same_trial, compiled, make_loss, mlp
+except ImportError:  # the JAX subprocess imports this file by name, with tests/ on its path
+    from test_population import MLP_MEMBERS, SEED, XT, XV, YT, YV, assert_same_trial, compiled, make_loss, mlp
+
+BATCH = 32
+WEIGHTS = np.linspace(0.5, 1.5, len(YT)).astype("float32")
+
+
+class Batches(keras.utils.PyDataset):
+    """A PyDataset over the digits arrays: batch i, and the order `fit(shuffle=True)` gives it."""
+
+    def __init__(self, x, y):
+        super().__init__()
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return -(-len(self.y) // BATCH)
+
+    def __getitem__(self, i):
+        return self.x[i * BATCH:(i + 1) * BATCH], self.y[i * BATCH:(i + 1) * BATCH]
+
+
+def augmented():
+    """A tf.data pipeline as users write one: shuffled (seeded, reshuffled every epoch), batched, and
+    augmented in `map` by a Keras random layer (noise drawn per batch)."""
+    noise = keras.layers.GaussianNoise(0.05, seed=11)
+    ds = tf.data.Dataset.from_tensor_slices((XT, YT)).shuffle(len(YT), seed=1).batch(BATCH)
+    return ds.map(lambda x, y: (noise(x, training=True), y))
+
+
+def generator():
+    for i in range(0, len(YT), BATCH):
+        yield XT[i:i + BATCH], YT[i:i + BATCH]
+
+
+# name -> (fit's keyword arguments, built fresh for each side); epochs: a generator runs out after one epoch
+INPUTS = {
+    "arrays": lambda: dict(x=XT, y=YT, batch_size=BATCH),
+    "tf.data with augmentation": lambda: dict(x=augmented()),
+    "PyDataset": lambda: dict(x=Batches(XT, YT)),
+    "generator": lambda: dict(x=generator()),
+    "dataset with sample weights": lambda: dict(x=tf.data.Dataset.from_tensor_slices((XT, YT, WEIGHTS)).batch(BATCH)),
+}
+EPOCHS = {"generator": 1}
+
+
+def seen_by_fit(kwargs, epochs):
+    """The batches `model.fit` draws from an input with this seed: (x[:, 0], y) of each step."""
+    seen = []
+
+    class Recorder(keras.Model):
+        def train_step(self, *args):  # (data) on TensorFlow, (state, data) on JAX
+            data = args[-1]
+            seen.append((np.asarray(data[0])[:, 0], np.asarray(data[1])))
+            return {"n": 0.0} if len(args) == 1 else ({"n": 0.0}, args[0])
+
+    inputs = keras.Input((64,))
+    model = Recorder(inputs, keras.layers.Dense(1)(inputs))
+    model.compile(optimizer="sgd", loss="mse", run_eagerly=True)
+    keras.utils.set_random_seed(SEED)
+    model.fit(**kwargs, epochs=epochs, shuffle=True, verbose=0)
+    return seen
+
+
+@pytest.mark.parametrize("kind", sorted(INPUTS))
+def test_stream_draws_the_batches_fit_draws(kind):
+    epochs = EPOCHS.get(kind, 2)
+    expected = seen_by_fit(INPUTS[kind](), epochs)
+    keras.utils.set_random_seed(SEED)
+    kwargs = INPUTS[kind]()
+    stream = Stream(kwargs.pop("x"), kwargs.pop("y", None), shuffle=True, **kwargs)
+    got = [(np.asarray(x)[:, 0], np.asarray(y)) for _ in range(epochs) for x, y, _ in stream.epoch()]
+    assert len(got) == len(expected) > 0
+    for (gx, gy), (ex, ey) in zip(got, expected):
+        np.testing.assert_array_equal(gx, ex)
+        np.testing.assert_array_equal(gy, ey)
+
+
+@pytest.mark.parametrize("kind", ["tf.data with augmentation", "PyDataset", "generator",
+                                  "dataset with sample weights"])
+def test_members_fed_from_an_input_equal_solo_fits_on_it(kind):
+    epochs = EPOCHS.get(kind, 2)
+    specs = [MLP_MEMBERS[0], MLP_MEMBERS[1], MLP_MEMBERS[2]]  # a mapped focal pair and a weighted CE
+    members = [Member(compiled(mlp, make_loss(spec))) for spec in specs]
+    validation = tf.data.Dataset.from_tensor_slices((XV, YV)).batch(BATCH)
+    train_population(members, **INPUTS[kind](), validation_data=validation, epochs=epochs, seed=SEED)
+    for spec, member in zip(specs, members):
+        model = compiled(mlp, make_loss(spec))
+        keras.utils.set_random_seed(SEED)
+        history = model.fit(**INPUTS[kind](), validation_data=(XV, YV), batch_size=None if kind != "arrays"
+                            else BATCH, epochs=epochs, shuffle=True, verbose=0).history
+        assert_same_trial(member, model, history)
+
+
+def test_an_input_without_batches_is_refused_before_training():
+    members = [Member(compiled(mlp, make_loss(spec))) for spec in MLP_MEMBERS[:2]]
+    empty = tf.data.Dataset.from_tensor_slices((XT[:0], YT[:0])).batch(BATCH)
+    with pytest.raises(ValueError, match="`x` yields no batches"):
+        train_population(members, empty, epochs=1, seed=SEED)
+    with pytest.raises(ValueError, match="`validation_data` must be \\(x_val, y_val\\)"):
+        train_population(members, XT, YT, validation_data=(XV, YV, None, None), epochs=1, seed=SEED)
+
+
+JAX_SCRIPT = r"""
+import json, sys
+import numpy as np, keras
+sys.path.insert(0, sys.argv[1])
+import test_population_inputs as t
+from losstune.population import Member, Stream, train_population
+assert keras.backend.backend() == "jax"
+out = {}
+# The batches: JAX's `fit` draws one batch before epoch 0 and reshuffles from NumPy's generator each epoch.
+for kind in ("arrays", "PyDataset"):
+    expected = t.seen_by_fit(t.INPUTS[kind](), 2)
+    keras.utils.set_random_seed(t.SEED)
+    kwargs = t.INPUTS[kind]()
+    stream = Stream(kwargs.pop("x"), kwargs.pop("y", None), shuffle=True, **kwargs)
+    got = [np.asarray(x)[:, 0] for _ in range(2) for x, _, _ in stream.epoch()]
+    out[kind] = len(got) == len(expected) and all(np.array_equal(a, b) for a, (b, _) in zip(got, expected))
+# Members fed from a PyDataset (whole batches: JAX compiles a step per batch shape on both sides).
+t.XT, t.YT = t.XT[:192], t.YT[:192]
+members = [Member(t.compiled(t.mlp, t.make_loss(s))) for s in t.MLP_MEMBERS[:2]]
+train_population(members, t.Batches(t.XT, t.YT), validation_data=(t.XV, t.YV), epochs=2, seed=t.SEED)
+model = t.compiled(t.mlp, t.make_loss(t.MLP_MEMBERS[1]))
+keras.utils.set_random_seed(t.SEED)
+history = model.fit(t.Batches(t.XT, t.YT), validation_data=(t.XV, t.YV), epochs=2, shuffle=True, verbose=0).history
+out["dw"] = max(float(np.max(np.abs(np.asarray(v) - np.asarray(w))))
+                for v, w in zip(model.variables, members[1].model.variables))
+out["dh"] = max(abs(a - b) / max(abs(a), 1e-6) for k in history for a, b in zip(history[k], members[1].history[k]))
+print("RESULT" + json.dumps(out))
+"""
+
+
+def test_jax_backend_streams_as_fit_does():
+    pytest.importorskip("jax")
+    from tests.helpers import run_jax_script
+
+    out = run_jax_script(JAX_SCRIPT)
+    assert out["arrays"] and out["PyDataset"], out
+    assert out["dw"] <= 1e-5 and out["dh"] <= 1e-5, out
