@@ -153,6 +153,27 @@ def test_conv_batchnorm_dropout_members_match_solo_fits():
         assert_same_trial(member, model, history)
 
 
+def test_stopped_members_leave_the_stack_and_the_others_go_on_exactly(capsys):
+    # Two of four conv members stop after their first epoch; the other two are restacked without them (a new
+    # trace of a population of 2, the optimizer's slots carried over) and still end as their solo fits.
+    class StopAfterFirst(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.stop_training = True
+
+    specs = CONV_MEMBERS[:2] + CONV_MEMBERS[:2]
+    members = [Member(compiled(conv, make_loss(spec)), callbacks=[StopAfterFirst()] if k >= 2 else [])
+               for k, spec in enumerate(specs)]
+    train_population(members, XT, YT, validation_data=(XV, YV), epochs=3, batch_size=32, seed=SEED, verbose=1)
+    assert "population: 2 members go on as a population of 2 (2 stopped)" in capsys.readouterr().out
+    for k, (spec, member) in enumerate(zip(specs, members)):
+        model = compiled(conv, make_loss(spec))
+        keras.utils.set_random_seed(SEED)
+        history = model.fit(XT, YT, batch_size=32, epochs=3, shuffle=True, validation_data=(XV, YV), verbose=0,
+                            callbacks=[StopAfterFirst()] if k >= 2 else []).history
+        assert member.stopped_epoch == (0 if k >= 2 else None)
+        assert_same_trial(member, model, history)
+
+
 class Confident(keras.losses.Loss):
     """Cross-entropy that turns NaN once the model predicts any class with probability above `limit`."""
 

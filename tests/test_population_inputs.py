@@ -129,16 +129,28 @@ for kind in ("arrays", "PyDataset"):
     stream = Stream(kwargs.pop("x"), kwargs.pop("y", None), shuffle=True, **kwargs)
     got = [np.asarray(x)[:, 0] for _ in range(2) for x, _, _ in stream.epoch()]
     out[kind] = len(got) == len(expected) and all(np.array_equal(a, b) for a, (b, _) in zip(got, expected))
-# Members fed from a PyDataset (whole batches: JAX compiles a step per batch shape on both sides).
+# Members fed from a PyDataset (whole batches: JAX compiles a step per batch shape on both sides); a third
+# stops after its first epoch, so the other two go on restacked (the optimizer's state carried over).
 t.XT, t.YT = t.XT[:192], t.YT[:192]
+
+class StopAfterFirst(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.stop_training = True
+
 members = [Member(t.compiled(t.mlp, t.make_loss(s))) for s in t.MLP_MEMBERS[:2]]
-train_population(members, t.Batches(t.XT, t.YT), validation_data=(t.XV, t.YV), epochs=2, seed=t.SEED)
+members.append(Member(t.compiled(t.mlp, t.make_loss(t.MLP_MEMBERS[0])), callbacks=[StopAfterFirst()]))
+import contextlib, io
+printed = io.StringIO()
+with contextlib.redirect_stdout(printed):
+    train_population(members, t.Batches(t.XT, t.YT), validation_data=(t.XV, t.YV), epochs=2, seed=t.SEED,
+                     verbose=1)
 model = t.compiled(t.mlp, t.make_loss(t.MLP_MEMBERS[1]))
 keras.utils.set_random_seed(t.SEED)
 history = model.fit(t.Batches(t.XT, t.YT), validation_data=(t.XV, t.YV), epochs=2, shuffle=True, verbose=0).history
 out["dw"] = max(float(np.max(np.abs(np.asarray(v) - np.asarray(w))))
                 for v, w in zip(model.variables, members[1].model.variables))
 out["dh"] = max(abs(a - b) / max(abs(a), 1e-6) for k in history for a, b in zip(history[k], members[1].history[k]))
+out["restacked"] = members[2].stopped_epoch == 0 and "2 members go on as a population of 2" in printed.getvalue()
 print("RESULT" + json.dumps(out))
 """
 
@@ -148,5 +160,5 @@ def test_jax_backend_streams_as_fit_does():
     from tests.helpers import run_jax_script
 
     out = run_jax_script(JAX_SCRIPT)
-    assert out["arrays"] and out["PyDataset"], out
+    assert out["arrays"] and out["PyDataset"] and out["restacked"], out
     assert out["dw"] <= 1e-5 and out["dh"] <= 1e-5, out

@@ -128,15 +128,19 @@ def optimizer_config(optimizer):
 
 class _Loop:
     """The epoch loop of `fit`, for every member at once: callbacks, training, validation, logs. A member
-    that stops (its failure or its callbacks' `stop_training`) leaves the loop after that epoch."""
+    that stops (its failure or its callbacks' `stop_training`) leaves the loop after that epoch; once the
+    stopped members are a quarter of the engine's stack, the others are restacked without them (`compact`).
+
+    Members are numbered k in `members`; the engine numbers its stacked rows, `rows[r]` being the member of
+    row r (all members at first, the survivors after a compaction)."""
 
     def __init__(self, engine, members, stream, epochs, verbose):
         self.engine, self.members, self.stream, self.epochs, self.verbose = engine, members, stream, epochs, verbose
-        steps = stream.steps
         self.callbacks = [keras.callbacks.CallbackList(m.callbacks, add_history=False, add_progbar=False,
-                                                       model=m.model, epochs=epochs, steps=steps, verbose=0)
+                                                       model=m.model, epochs=epochs, steps=stream.steps, verbose=0)
                           for m in members]
         self.active = list(range(len(members)))
+        self.rows = list(range(len(members)))
         self.logs = [None] * len(members)
 
     def run(self, first_epoch, validation):
@@ -153,28 +157,38 @@ class _Loop:
             if self.verbose:
                 print(f"population epoch {epoch + 1}/{self.epochs}: {len(self.active)} of {len(self.members)} "
                       f"members training, {time.perf_counter() - start:.2f}s", flush=True)
+            if epoch + 1 < self.epochs:
+                self.compact()
         for k in self.active:
             self.callbacks[k].on_train_end(self.logs[k])
         return self.members
 
+    def row_of(self, members):
+        where = {k: r for r, k in enumerate(self.rows)}
+        return [where[k] for k in members]
+
+    def by_member(self, by_row):
+        return {self.rows[r]: value for r, value in by_row.items()}
+
     def _epoch(self, epoch, batches, validation):
         engine = self.engine
-        scheduled = {k: self.members[k].schedule.arguments_at(epoch) for k in self.active
-                     if self.members[k].schedule is not None}
+        scheduled = {r: self.members[k].schedule.arguments_at(epoch)
+                     for r, k in zip(self.row_of(self.active), self.active) if self.members[k].schedule is not None}
         if scheduled:
             engine.set_loss_arguments(scheduled)
         for k in self.active:
             self.callbacks[k].on_epoch_begin(epoch)
         engine.reset_metrics()
         engine.train_epoch(batches)
-        engine.sync_iterations(self.active)  # callbacks such as TensorBoard log against optimizer.iterations
-        failed = engine.failures()
-        train_logs = engine.collect_logs()
+        # callbacks such as TensorBoard log against optimizer.iterations
+        engine.sync_iterations(self.row_of(self.active))
+        failed = self.by_member(engine.failures())
+        train_logs = self.by_member(engine.collect_logs())
         epoch_logs = {k: train_logs[k] for k in self.active}
         if validation is not None:
             self._validate(validation, epoch_logs)
         # A member that failed keeps the weights it had before its first non-finite step.
-        engine.write_back(self.active)
+        engine.write_back(self.row_of(self.active))
         self._end_epoch(epoch, failed, epoch_logs)
 
     def _validate(self, validation, epoch_logs):
@@ -182,7 +196,7 @@ class _Loop:
             self.callbacks[k].on_test_begin()
         self.engine.reset_metrics()
         self.engine.evaluate(validation.epoch())
-        test_logs = self.engine.collect_logs()
+        test_logs = self.by_member(self.engine.collect_logs())
         for k in self.active:
             val = test_logs[k]
             self.callbacks[k].on_test_end(val)
@@ -202,5 +216,17 @@ class _Loop:
         for k in stopped:
             members[k].stopped_epoch = epoch
             self.callbacks[k].on_train_end(self.logs[k])
+        self.engine.freeze(self.row_of(stopped))
         self.active = [k for k in self.active if k not in stopped]
-        self.engine.freeze(stopped)
+
+    def compact(self):
+        """Restack the members still training without the stopped ones, once those are a quarter of the
+        stack or more: pruning and halving then save the stopped members' compute (one new trace)."""
+        idle = len(self.rows) - len(self.active)
+        if not self.active or idle == 0 or 4 * idle < len(self.rows):
+            return
+        self.engine = self.engine.survivors(self.row_of(self.active))
+        self.rows = list(self.active)
+        if self.verbose:
+            print(f"population: {len(self.active)} members go on as a population of {len(self.active)} "
+                  f"({idle} stopped)", flush=True)

@@ -104,6 +104,10 @@ class Engine(abc.ABC):
         """The current value of the population optimizer's i-th variable."""
 
     @abc.abstractmethod
+    def _load_optimizer(self, values):
+        """Set the population optimizer's variables to `values` (NumPy arrays, in `optimizer.variables` order)."""
+
+    @abc.abstractmethod
     def _metric_values(self, g):
         """The current stacked metric values of group `g` as NumPy arrays, in `g.model.metrics_variables`
         order."""
@@ -342,6 +346,20 @@ class Engine(abc.ABC):
         for v, value in zip(model.metrics_variables, self._metric_values(g)):
             v.assign(value[j])
         return {name: to_python(value) for name, value in model.get_metrics_result().items()}
+
+    def survivors(self, rows):
+        """A new engine of the members at `rows` only, to go on training them: the population's optimizer
+        state (each member's slots, the shared step count) is carried over; weights and non-trainable state
+        come from the members' models, so `write_back(rows)` first. The smaller stack is traced again, and
+        the members that stopped cost nothing from then on."""
+        values = [np.asarray(self._optimizer_value(i)) for i in range(len(self.optimizer.variables))]
+        engine = type(self)([self.members[r] for r in rows], self.first_batch)
+        index = np.asarray(rows, dtype="int64")
+        # A member's slots are the rows of the stacked slot variables; the step count (and a learning-rate
+        # variable) are scalars, shared.
+        engine._load_optimizer([v[index] if v.ndim else v for v in values])
+        engine.epoch_starts, engine.steps_done = list(self.epoch_starts), self.steps_done
+        return engine
 
     def sync_iterations(self, indices):
         """Set the step count of members' own optimizers to the population's (as `fit` would have)."""

@@ -115,6 +115,11 @@ class JaxEngine(Engine):
     def _optimizer_value(self, i):
         return self.opt_state[i]
 
+    def _load_optimizer(self, values):
+        if len(values) != len(self.opt_state):
+            raise ValueError(f"{len(values)} optimizer values for {len(self.opt_state)} variables")
+        self.opt_state = [self.jnp.asarray(v, dtype=old.dtype) for v, old in zip(values, self.opt_state)]
+
     def _metric_values(self, g):
         return [np.asarray(v) for v in self.metric_state[self.groups.index(g)]]
 

@@ -128,6 +128,10 @@ class TFEngine(Engine):
     def _optimizer_value(self, i):
         return self.optimizer.variables[i].numpy()
 
+    def _load_optimizer(self, values):
+        for v, value in zip(self.optimizer.variables, values, strict=True):
+            v.assign(value)
+
     def _metric_values(self, g):
         return [v.numpy() for v in self.metric_state[self.groups.index(g)]]
 
