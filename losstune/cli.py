@@ -58,8 +58,9 @@ def _search_options(p, trials, epochs, directory, population=1):
     p.add_argument("--population", type=_population, default=population,
                    help="train K trials at once, vectorized over stacked weights; auto: as many as fit "
                         "(default: %(default)s)")
-    p.add_argument("--prune", choices=["median"], default=None,
-                   help="stop a trial whose objective falls below the median of earlier trials at the same epoch")
+    p.add_argument("--prune", choices=["median", "halving"], default=None,
+                   help="median: stop a trial whose objective falls below the median of earlier trials at the "
+                        "same epoch; halving: successive halving, only the best third at each rung goes on")
     p.add_argument("--prior", choices=["validation", "balanced"], default=None,
                    help="the class prior scores estimate performance under: the validation set's own class "
                         "frequencies, or balanced classes (default: the space's own)")

@@ -10,7 +10,7 @@
                                              once its executions have all finished: it marks a trial done
         trial_<id>/curve_<k>.json            execution k's objective per epoch (the median rule reads them)
         trial_<id>/predictions_<k>.npz       execution k's validation labels and outputs after training
-        trial_<id>/stopped.json              where the median rule stopped it
+        trial_<id>/stopped.json              where a pruning rule stopped it
         trial_<id>/traceback.txt             a failed trial's whole traceback
         <logdir>/<id>/execution<k>/          TensorBoard runs (tensorboard_log)
 
@@ -45,7 +45,7 @@ NOT_SCORED = (FAILED, INVALID)
 
 def counts(trial):
     """The one rule for which trials take part in a comparison (the pick, the race, the warnings, importance):
-    completed, not stopped early by the median rule (its score comes from fewer epochs than the others'),
+    completed, not stopped early by a pruning rule (its score comes from fewer epochs than the others'),
     with a finite score. Works on any record with `status`, `score` and `stopped`."""
     return (trial.status == COMPLETED and not getattr(trial, "stopped", None)
             and trial.score is not None and math.isfinite(trial.score))
@@ -79,7 +79,7 @@ def is_done(trial_dir_):
 
 
 def read_stopped(trial_dir_):
-    """Where and why a trial was stopped early ({"epoch", "execution", "value", "median"}), or None."""
+    """Where and why a trial was stopped early ({"epoch", "execution", "value", and "median" or "rung" and "rank"}), or None."""
     path = os.path.join(trial_dir_, STOPPED_FILE)
     return read_json(path) if os.path.isfile(path) else None
 
@@ -145,7 +145,7 @@ class StoredTrial:
     score: float | None
     message: str
     repeats: Repeats | None = None  # losstune's per-repeat scores, when the search wrote them
-    stopped: dict | None = None  # where the median rule stopped it (read_stopped)
+    stopped: dict | None = None  # where a pruning rule stopped it (read_stopped)
 
 
 def _trial_state(folder):

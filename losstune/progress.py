@@ -7,9 +7,12 @@ from losstune.stats import sign
 
 
 def stopped_note(stopped):
-    """Where and why the median rule stopped a trial, in words ("" when it was not stopped)."""
+    """Where and why a pruning rule stopped a trial, in words ("" when it was not stopped)."""
     if not stopped:
         return ""
+    if "rung" in stopped:  # successive halving
+        return (f"stopped early at epoch {stopped['epoch'] + 1}: {stopped['value']:.4f} ranked {stopped['rank']} "
+                f"at the rung, where the {stopped['rung']} go on")
     return (f"stopped early at epoch {stopped['epoch'] + 1}: {stopped['value']:.4f} worse than the median "
             f"{stopped['median']:.4f} of earlier trials")
 
@@ -35,8 +38,7 @@ def status_line(trial, description, objective, *, ended=None, max_trials=None, w
         if repeats is not None and len(repeats.scores) > 1:
             outcome += f" ± {repeats.mean_se[1]:.4f} ({len(repeats.scores)} repeats)"
         if stopped:
-            outcome += (f"  STOPPED EARLY at epoch {stopped['epoch'] + 1}: {stopped['value']:.4f} worse than "
-                        f"the median {stopped['median']:.4f}")
+            outcome += "  STOPPED EARLY" + stopped_note(stopped)[len("stopped early"):]
     else:
         outcome = f"{trial.status}: {message or 'no score'}"
         if traceback_file:

@@ -19,6 +19,7 @@ from losstune import layout, lossfile, pick, plots, predictions, sampling, tasks
 from losstune.failures import failure_reason
 from losstune.files import read_json, write_json_atomic
 from losstune.layout import BEST_FILE, CONTEXT_FILE, find_search_directory
+from losstune.progress import stopped_note
 from losstune.lossspace import LossSpace, TrialLoss
 
 
@@ -83,7 +84,7 @@ class TrialRecord:
     se: float | None = None  # standard error of `score` (None with a single repeat)
     recipe: str | None = None  # the name of the space's recipe this trial is
     recipe_index: int = 0  # its place in the space's list (simpler first)
-    stopped: dict | None = None  # stopped early by the median rule: {"epoch", "value", "median", ...}
+    stopped: dict | None = None  # stopped early by a pruning rule: {"epoch", "value", "median" or "rung", ...}
     ece: float | None = None  # expected calibration error on validation, mean over repeats (tasks with one)
     se_seed: float | None = None  # the part of `se` from the repeats' spread
     se_sample: float | None = None  # the part of `se` from the validation sample (bootstrap of `runs`)
@@ -290,7 +291,7 @@ class SearchResult:
                      + (" [best]" if t is self.best_trial else ""))
             why = f"  ({t.message})" if t.status != layout.COMPLETED and t.message else ""
             if t.stopped:
-                why = f"  (stopped early at epoch {t.stopped['epoch'] + 1}: below the median of earlier trials)"
+                why = f"  ({stopped_note(t.stopped)})"
             calibration = (f"{t.ece:.4f}  " if t.ece is not None else f"{'-':<6}  ") if ece else ""
             lines.append(f"{t.trial_id:>5}  {t.shown_status:<9}  {t.describe_score():>30}  {calibration}"
                          f"{t.describe_loss()}{marks}{why}")

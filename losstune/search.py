@@ -62,7 +62,9 @@ class Settings:
             raise ValueError("`prune`: Hyperband already stops trials early (its brackets); pass prune=None with it.")
         if self.population not in (1, "auto") and self.hyperband:
             raise ValueError("`population`: Hyperband gives its trials different epoch budgets, and a population "
-                             "trains its members for the same epochs; pass population=1 with Hyperband.")
+                             "trains its members for the same epochs; for successive halving in populations pass "
+                             "tuner=\"random\" (or \"bayesian\") with prune=\"halving\", or population=1 with "
+                             "Hyperband.")
 
 
 def _settings(tuner, max_trials, epochs, executions_per_trial, batch_size, seed, race, folds, population, prune,
@@ -368,9 +370,13 @@ def search(
         race: after the search, the `race` best trials by mean, and the best of the baseline and the recipes,
             get extra repeats until each has at least 3 (paired: repeat k of every trial shares its seed and
             fold); the pick is the best mean, or a simpler candidate within one standard error of it. 0: off.
-        prune: None, or "median": stop a training whose objective at an epoch is worse than the median of the
-            completed trials at that epoch (after 4 completed trials and a quarter of the epochs); the baseline
-            is never stopped; a stopped trial keeps the score of the epochs it trained.
+        prune: None; "median": stop a training whose objective at an epoch is worse than the median of the
+            completed trials at that epoch (after 4 completed trials and a quarter of the epochs); or
+            "halving": successive halving (ASHA's rungs): after epochs // 3**k epochs (k = 1, 2, ...), only
+            the best third of the trainings that reached that rung go on (populations rank their members
+            against each other too). The baseline is never stopped; a stopped trial keeps the score of the
+            epochs it trained and counts in no comparison. In a population, stopped members leave the stack,
+            so both rules save real time there; spend what they save on more trials (`max_trials`).
         population: K > 1 trains K trials at once: the model mapped over K stacked copies of its weights
             (population.py), each member an ordinary trial with the same initial weights, data order and
             result as when trained alone; each batch of the input is drawn once and fed to every member.

@@ -32,7 +32,7 @@ from losstune import tensorboard_log as tb
 from losstune.failures import check_repeated_failure, failure_reason
 from losstune.files import write_text_atomic
 from losstune.lossspace import LossSpace
-from losstune.pruning import MedianPruner
+from losstune.pruning import HalvingPruner, MedianPruner
 from losstune.retrain import Candidate, Scoring, retrain
 
 TUNERS = {
@@ -81,7 +81,7 @@ class TrialLog:
     max_trials: int | None
     stream: TextIO
     scoring: Scoring | None = None  # the search's score rule (retrain.Scoring); default: KerasTuner's best epoch
-    prune: str | None = None  # "median": stop hopeless trials early (pruning.py)
+    prune: str | None = None  # "median" or "halving": stop hopeless trials early (pruning.py)
     epochs: int = 1
     # execution -> (x_val, y_val) it validates on, or None: its predictions are kept (predictions.py)
     validation_for: Callable[[int], tuple | None] | None = None
@@ -160,11 +160,12 @@ class LosstuneTunerMixin:
         if validation is not None:
             path = layout.predictions_file(self.get_trial_dir(trial.trial_id), execution)
             callbacks.append(ValidationPredictions(path, *validation))
-        if log.prune == "median":
+        if log.prune:
             # the baseline: every hyperparameter (the model's own too) at its default
             is_baseline = active_values(trial.hyperparameters) == active_values(self.oracle.get_space())
-            callbacks.append(MedianPruner(self.project_dir, trial.trial_id, execution, self.oracle.objective,
-                                          log.epochs, exempt=is_baseline))
+            pruner = MedianPruner if log.prune == "median" else HalvingPruner
+            callbacks.append(pruner(self.project_dir, trial.trial_id, execution, self.oracle.objective,
+                                    log.epochs, exempt=is_baseline))
 
     # --- population search ----------------------------------------------------------------------------
     def search_population(self, size, *, x, y=None, validation_data, epochs, batch_size=None, shuffle=True,
