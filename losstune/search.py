@@ -171,9 +171,12 @@ def _probe_model(hypermodel, features):
     return outputs[0], getattr(last, "__name__", None)
 
 
-def _population_size(settings, hypermodel):
+def _population_size(settings, hypermodel, random_first=0):
     """The population size: `settings.population`, or for "auto" `population.auto_size` within the tuner's
-    limit; 1, with one line saying why, when the baseline's model cannot be trained as a population."""
+    limit; 1, with one line saying why, when the baseline's model cannot be trained as a population.
+
+    `random_first`: how many trials the tuner's oracle draws at random before its model guides it
+    (`tuner.random_trials_first`); a Bayesian search's rounds may be that large at no cost in quality."""
     size, stream = settings.population, settings.stream
     if size == 1:
         return 1
@@ -190,8 +193,10 @@ def _population_size(settings, hypermodel):
         return size
     limit = settings.max_trials
     if issubclass(settings.tuner_cls, keras_tuner.BayesianOptimization):
-        # A round's members see only a pessimistic guess of each other's scores: keep at least 4 rounds.
-        limit = min(limit, max(2, limit // 4))
+        # KerasTuner's Bayesian oracle draws its first max(3 x dimensions, 3) trials at random (a space of 8
+        # hyperparameters: 24), so rounds that large cost nothing. Once the Gaussian process guides it, a
+        # round's members are proposed from the same fit, without each other's scores: keep at least 4 rounds.
+        limit = min(limit, max(2, limit // 4, random_first or 0))
     size, why = auto_size(model, settings.batch_size, limit)
     print(f"population: auto: {size} trials at once ({why})", file=stream, flush=True)
     return size
@@ -267,7 +272,7 @@ def _run(plan, data, settings, project_dir, *, space, callbacks, overwrite):
             plan.context.save(project_dir)
             tb.write_hparams_config(log.logdir, tuner.oracle.get_space().space, plan.objective.name,
                                     plan.hypermodel.task.calibration)
-        size = _population_size(settings, plan.hypermodel)
+        size = _population_size(settings, plan.hypermodel, tuner_module.random_trials_first(tuner))
         if size > 1:
             tuner.search_population(size, **fit)
         else:

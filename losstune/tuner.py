@@ -55,6 +55,17 @@ def tuner_class(tuner):
 # ------------------------------------------------------------------------------------------------------
 # Distributed roles (KERASTUNER_ORACLE_IP / _PORT / KERASTUNER_TUNER_ID)
 # ------------------------------------------------------------------------------------------------------
+def random_trials_first(tuner):
+    """How many trials the tuner's oracle draws at random before its model guides it: KerasTuner 1.4.x's
+    Bayesian oracle samples at random until `num_initial_points` trials completed, by default
+    max(3 x the number of hyperparameters, 3) (`BayesianOptimizationOracle.populate_space`); 0 for other
+    oracles and for a distributed worker's client oracle, which do not say."""
+    oracle = tuner.oracle
+    if not isinstance(oracle, keras_tuner.oracles.BayesianOptimizationOracle):
+        return 0
+    return oracle.num_initial_points or max(3 * len(oracle.hyperparameters.space), 3)
+
+
 def is_worker():
     """True in a distributed worker: it trains the chief's trials and leaves the search files to the chief."""
     return dist_utils.has_chief_oracle() and not dist_utils.is_chief_oracle()

@@ -157,6 +157,42 @@ def test_bayesian_proposals_of_one_round_see_the_running_ones(tmp_path):
     assert gaps.min() > 0.1, proposals
 
 
+def test_the_bayesian_oracle_draws_its_first_trials_at_random(tmp_path):
+    # tuner.random_trials_first: population="auto" sizes Bayesian rounds up to the oracle's random phase,
+    # max(3 x dimensions, 3) completed trials by default, read from `num_initial_points` and the space.
+    import keras_tuner
+
+    from losstune import tuner as tuner_module
+
+    hps = keras_tuner.HyperParameters()
+    for name in "abcd":
+        hps.Float(name, 0.0, 1.0)
+    oracle = keras_tuner.oracles.BayesianOptimizationOracle(
+        objective=keras_tuner.Objective("score", "max"), max_trials=20, hyperparameters=hps, seed=1)
+    oracle._set_project_dir(str(tmp_path), "p")
+    assert "max(3 * dimensions, 3)" in inspect.getsource(type(oracle).populate_space)
+    random_calls = []
+    draw = oracle._random_populate_space
+    oracle._random_populate_space = lambda: (random_calls.append(1), draw())[1]
+    for k in range(12):
+        trial = oracle.create_trial(f"t{k}")
+        oracle.update_trial(trial.trial_id, {"score": k / 12}, step=0)
+        trial.status = keras_tuner.engine.trial.TrialStatus.COMPLETED
+        oracle.end_trial(trial)
+    assert len(random_calls) == 12  # 4 hyperparameters: the first 12 trials are random draws
+
+    class Holder:
+        pass
+
+    holder = Holder()
+    holder.oracle = oracle
+    assert tuner_module.random_trials_first(holder) == 12
+    oracle.num_initial_points = 5
+    assert tuner_module.random_trials_first(holder) == 5
+    holder.oracle = keras_tuner.oracles.RandomSearchOracle(objective=keras_tuner.Objective("score", "max"))
+    assert tuner_module.random_trials_first(holder) == 0
+
+
 # --- Keras private names outside the population package (those inside it: tests/test_population_package.py)
 def test_weight_decay_exclusions_by_name_live_outside_the_optimizer_config():
     # optimizers.fresh_optimizer copies `_exclude_from_weight_decay_pattern` by hand: get_config leaves it out,

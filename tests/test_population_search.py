@@ -20,7 +20,8 @@ X, XV, Y, YV = X[:160], X[160:], Y[:160], Y[160:]  # one draw: the trials' valid
 def _search(tmp_path, name, **kw):
     out = io.StringIO()
     kw.setdefault("space", "imbalanced_multiclass")
-    result = losstune.search(kw.pop("build", mlp(3, inputs=8)), X, Y, validation_data=(XV, YV), tuner="random",
+    kw.setdefault("tuner", "random")
+    result = losstune.search(kw.pop("build", mlp(3, inputs=8)), X, Y, validation_data=(XV, YV),
                              max_trials=6, epochs=3, race=0, seed=2, directory=str(tmp_path / name), stream=out, **kw)
     return result, out.getvalue()
 
@@ -144,7 +145,7 @@ def test_free_memory_is_read_from_the_host_on_cpu():
     assert 0 < free <= total
 
 
-def _size(size, tuner_cls, max_trials=12):
+def _size(size, tuner_cls, max_trials=12, random_first=0):
     import keras_tuner
 
     from losstune.hypermodel import LossHyperModel
@@ -158,7 +159,7 @@ def _size(size, tuner_cls, max_trials=12):
     settings = Settings(tuner_cls=tuner_cls, max_trials=max_trials, epochs=1, executions_per_trial=1, batch_size=32,
                         seed=0, race=0, folds=None, population=size, prune=None, score="last", confirm_seeds=0,
                         verbose=0, stream=out)
-    return _population_size(settings, hypermodel), out.getvalue()
+    return _population_size(settings, hypermodel, random_first), out.getvalue()
 
 
 def test_auto_keeps_bayesian_rounds_and_falls_back_where_a_population_cannot_run():
@@ -167,6 +168,9 @@ def test_auto_keeps_bayesian_rounds_and_falls_back_where_a_population_cannot_run
     assert _size("auto", "BayesianOptimization")[0] == 3  # at least 4 rounds of 12 trials
     assert _size("auto", "BayesianOptimization", max_trials=4)[0] == 2
     assert _size("auto", "BayesianOptimization", max_trials=1)[0] == 1
+    # rounds as large as the oracle's random phase cost nothing: an 8-trial search with 24 random draws first
+    assert _size("auto", "BayesianOptimization", max_trials=8, random_first=24)[0] == 8
+    assert _size("auto", "BayesianOptimization", max_trials=40, random_first=6)[0] == 10
     size, line = _size("auto", "Hyperband")
     assert size == 1 and "one by one: Hyperband" in line
     assert _size(5, "RandomSearch") == (5, "")
@@ -179,6 +183,15 @@ def test_an_auto_population_search_trains_its_trials_together(tmp_path):
         result, log = _search(tmp_path, "auto", population="auto")
     assert sizes == [6] and "population: auto: 6 trials at once" in log
     assert [t.status for t in result.trials] == ["COMPLETED"] * 6
+
+
+def test_an_auto_bayesian_search_trains_its_random_phase_in_one_round(tmp_path):
+    # The space's hyperparameters make the oracle's random phase longer than 6 trials: one round of 6, not 2.
+    from tests.test_population_tuners import _populations
+
+    with _populations() as sizes:
+        result, log = _search(tmp_path, "auto", population="auto", tuner="bayesian")
+    assert sizes == [6] and "population: auto: 6 trials at once" in log
 
 
 class Batches(keras.utils.PyDataset):
