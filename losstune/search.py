@@ -385,10 +385,11 @@ def search(
         population: K > 1 trains K trials at once: the model mapped over K stacked copies of its weights
             (population.py), each member an ordinary trial with the same initial weights, data order and
             result as when trained alone; each batch of the input is drawn once and fed to every member.
-            Needs equal epochs for every trial (not Hyperband); a model or optimizer that cannot be vectorized trains serially, with one
-            line saying why. "auto": as many as `max_trials`, at most 32, a quarter of `max_trials` with
-            Bayesian optimization, and as many as fit in half the free memory (`population.auto_size`); 1
-            where a population cannot run.
+            Needs equal epochs for every trial (not Hyperband); a model or optimizer that cannot be
+            vectorized trains serially, with one line saying why. "auto": as many as `max_trials`, at most
+            32; with Bayesian optimization as many as its oracle draws at random first (at least a quarter of
+            `max_trials`); as many as fit in half the free memory (`population.auto_size`); 1 where a
+            population cannot run.
         prior: the class prior the scores estimate performance under: "validation" (the validation set's own
             class frequencies) or "balanced" (equal class frequencies: the objective metric weights each
             validation example of class c by n / (C n_c); binary and multiclass); None: the space's own
