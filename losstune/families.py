@@ -32,7 +32,8 @@ class LossFamily:
     `weightable` says whether the class-weight modifier applies (classification losses).
     `needs_class_counts` says whether the factory itself uses the class counts (LDAM, logit adjustment,
     class-balanced). `loss_class` is the loss class that declares the family (None for a family registered
-    with a hand-written factory).
+    with a hand-written factory). `reweighting_off` holds the hyperparameter values that turn the family's own
+    re-weighting off (deferred re-weighting trains with them first), or None.
     """
 
     name: str
@@ -44,6 +45,7 @@ class LossFamily:
     weightable: bool = True
     summary: str = ""
     loss_class: type | None = None
+    reweighting_off: dict | None = None
     _by_name: dict = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -56,6 +58,7 @@ class LossFamily:
             name=loss_class.family, tasks=tuple(loss_class.tasks), hyperparameters=tuple(loss_class.hyperparameters),
             factory=factory(loss_class), paper=loss_class.paper, needs_class_counts=loss_class.needs_class_counts,
             weightable=loss_class.weightable, summary=loss_class.summary, loss_class=loss_class,
+            reweighting_off=loss_class.reweighting_off,
         )
 
     def hyperparameter(self, name) -> Hyperparameter:

@@ -153,8 +153,11 @@ class TrialLoss:
 
     @property
     def deferred(self):
-        """True when class weights apply and switch on after the start of training."""
-        return bool(self.power) and bool(self.start)
+        """True when re-weighting switches on after the start of training: the class weights (a power), or
+        the family's own re-weighting (class-balanced's beta)."""
+        if not self.start:
+            return False
+        return bool(self.power) or families_module.get(self.family).reweighting_off is not None
 
     def build(self, task, *, class_counts=None, from_logits=False):
         """The `keras.losses.Loss` of this trial for `task` (a Task or its name)."""
@@ -172,7 +175,7 @@ class TrialLoss:
         params = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(self.params.items()))
         weights = f", class_weights power={_fmt(self.power)}" if self.power else ""
         if self.deferred:
-            weights += f" from {self.start:.0%} of the epochs"
+            weights += f"{'' if self.power else ', re-weighted'} from {self.start:.0%} of the epochs"
         return f"{self.family}({params}{weights})"
 
 

@@ -32,20 +32,25 @@ def start_epoch(start, epochs):
 
 class Schedule:
     """The loss of each epoch: `loss` (its class weights on) from `start_epoch`, the same loss with every
-    class weight at 1 before it."""
+    class weight at 1 and its family's own re-weighting off (`reweighting_off`, e.g. class-balanced's
+    beta = 0) before it."""
 
     def __init__(self, loss, start_epoch):
         config = loss.get_config()
         weights = config.get("class_weights")
-        if weights is None:
-            raise ValueError(f"a deferred re-weighting needs a loss with `class_weights`, got {loss.name!r} "
-                             f"without them.")
+        own = getattr(type(loss), "reweighting_off", None) or {}
+        if weights is None and not own:
+            raise ValueError(f"a deferred re-weighting needs a loss with `class_weights` or a re-weighting of its "
+                             f"own, got {loss.name!r} without either.")
         if isinstance(start_epoch, bool) or not isinstance(start_epoch, (int, np.integer)) or start_epoch < 0:
             raise ValueError(f"`start_epoch` must be an integer >= 0, got {start_epoch!r}.")
         self.start_epoch = int(start_epoch)
         # Copies: the loss a model compiles is changed in place by `DeferredReweighting`.
         self.on = type(loss).from_config(config)
-        self.off = type(loss).from_config(dict(config, class_weights=[1.0] * len(weights)))
+        off = dict(config, **own)
+        if weights is not None:
+            off["class_weights"] = [1.0] * len(weights)
+        self.off = type(loss).from_config(off)
 
     def loss_at(self, epoch):
         return self.on if epoch >= self.start_epoch else self.off

@@ -51,8 +51,34 @@ def test_start_epoch_and_the_schedule_by_epoch():
     assert [list(schedule.arguments_at(e)["class_weights"]) for e in range(4)] == [[1.0] * 3] * 2 + [WEIGHTS] * 2
     off, on = schedule.off.get_config(), schedule.on.get_config()
     assert list(off.pop("class_weights")) == [1.0] * 3 and list(on.pop("class_weights")) == WEIGHTS and off == on
-    with pytest.raises(ValueError, match="needs a loss with `class_weights`"):
+    with pytest.raises(ValueError, match="needs a loss with `class_weights` or a re-weighting of its own"):
         Schedule(_loss(weights=None), 1)
+
+
+COUNTS = [60.0, 25.0, 5.0]
+
+
+def _class_balanced(beta=0.999):
+    return families.get("class_balanced").build({"beta": beta}, task="multiclass", class_counts=COUNTS)
+
+
+def test_a_familys_own_reweighting_defers_too():
+    # class-balanced declares beta = 0 as its re-weighting off: before the start epoch it is plain
+    # cross-entropy (Keras's own, as the reference), from it the effective-number weights (NumPy formula).
+    schedule = Schedule(_class_balanced(), start_epoch=1)
+    assert schedule.off.get_config()["beta"] == 0.0 and schedule.on.get_config()["beta"] == 0.999
+    y = np.array([0, 1, 2, 2])
+    p = np.array([[0.7, 0.2, 0.1], [0.2, 0.5, 0.3], [0.1, 0.1, 0.8], [0.3, 0.4, 0.3]], "float32")
+    reference = keras.losses.SparseCategoricalCrossentropy()(y, p)
+    assert float(schedule.loss_at(0)(y, p)) == pytest.approx(float(reference), rel=1e-5)
+    w = (1 - 0.999) / (1 - 0.999 ** np.asarray(COUNTS))
+    w = w / w.sum() * 3
+    assert float(schedule.loss_at(1)(y, p)) == pytest.approx(float(np.mean(w[y] * -np.log(p[np.arange(4), y]))),
+                                                         rel=1e-5)
+    # In a space: a class-balanced trial with a start defers its beta even without class weights (power 0).
+    assert TrialLoss("class_balanced", {"beta": 0.999}, power=0.0, start=0.75).deferred
+    assert not TrialLoss("crossentropy", {}, power=0.0, start=0.75).deferred
+    assert "re-weighted from 75% of the epochs" in TrialLoss("class_balanced", {"beta": 0.999}, 0.0, 0.75).describe()
 
 
 def _fit(loss, callbacks, x, y):
@@ -84,16 +110,21 @@ def test_in_fit_the_traced_functions_switch_to_the_class_weights_at_the_start_ep
 def test_a_population_member_with_a_schedule_equals_its_solo_training():
     x, y = tiny_multiclass(n=96)
     xv, yv = x[:40], y[:40]
-    specs = [(None, 1), (2.0, 2), (2.0, None), (1.0, 3)]  # (focal gamma or CE, start epoch or not deferred)
+    # (focal gamma, CE (None) or class-balanced ("cb"), start epoch or not deferred)
+    specs = [(None, 1), (2.0, 2), (2.0, None), (1.0, 3), ("cb", 2)]
+
+    def loss_of(gamma):
+        return _class_balanced() if gamma == "cb" else _loss(gamma)
+
     solo = []
     for gamma, start in specs:
-        model = _model(_loss(gamma))
-        callbacks = [DeferredReweighting(Schedule(_loss(gamma), start))] if start is not None else []
+        model = _model(loss_of(gamma))
+        callbacks = [DeferredReweighting(Schedule(loss_of(gamma), start))] if start is not None else []
         keras.utils.set_random_seed(0)
         model.fit(x, y, validation_data=(xv, yv), epochs=EPOCHS, batch_size=16, verbose=0, callbacks=callbacks)
         solo.append(model.get_weights())
-    members = [Member(_model(_loss(gamma)), schedule=Schedule(_loss(gamma), start) if start is not None else None)
-               for gamma, start in specs]
+    members = [Member(_model(loss_of(gamma)), schedule=Schedule(loss_of(gamma), start) if start is not None
+                      else None) for gamma, start in specs]
     train_population(members, x, y, validation_data=(xv, yv), epochs=EPOCHS, batch_size=16, seed=0)
     for member, expected in zip(members, solo):
         assert member.failure is None

@@ -219,6 +219,9 @@ class LosstuneLoss(keras.losses.Loss):
     summary = ""
     needs_class_counts = False
     weightable = True
+    # {hyperparameter: value} that turns the family's own re-weighting off (class-balanced's beta = 0), or
+    # None: deferred re-weighting trains with these values first, then with the trial's own.
+    reweighting_off = None
     fn = None
 
     def __init_subclass__(cls, **kwargs):

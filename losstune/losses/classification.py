@@ -194,6 +194,7 @@ class ClassBalancedLoss(base.LosstuneLoss):
     paper = "Cui et al. 2019"
     summary = "re-weights classes by their effective number"
     needs_class_counts = True
+    reweighting_off = {"beta": 0.0}
     hyperparameters = (
         H("beta", "float", 0.999, 0.0, 1.0, high_inclusive=False, search=(0.9, 0.9999), sampling="reverse_log",
           paper="{0.9, 0.99, 0.999, 0.9999}", doc="w_c = (1 - beta) / (1 - beta^n_c); 0 = unweighted"),
