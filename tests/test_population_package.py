@@ -59,6 +59,22 @@ def test_keras_epoch_iterators_are_what_stream_builds():
     from keras.src.backend.jax.trainer import JAXEpochIterator  # noqa: F401  (stream.py imports it on JAX)
 
 
+def test_keras_compile_metrics_keep_unweighted_and_weighted_lists():
+    # groups.masked_metrics (folds as members) updates every compiled metric with the member's mask:
+    # `Model._compile_metrics._flat_metrics` (`metrics=`, updated without sample weights by Keras) and
+    # `_flat_weighted_metrics` (`weighted_metrics=`).
+    model = _dense_model()
+    model.compile(optimizer="sgd", loss="mse", metrics=["mae"], weighted_metrics=["mse"])
+    model.compute_metrics(np.zeros((2, 4), "float32"), np.zeros((2, 3), "float32"), np.zeros((2, 3), "float32"), None)
+    container = model._compile_metrics
+
+    def names(flat):  # one MetricsList per output, passing its sample weight on to each of its metrics
+        return [m.name for entry in flat if entry for m in entry.metrics]
+
+    assert names(container._flat_metrics) == ["mae"], "CompileMetrics._flat_metrics changed"
+    assert names(container._flat_weighted_metrics) == ["mse"], "CompileMetrics._flat_weighted_metrics changed"
+
+
 def test_keras_layers_say_whether_call_takes_training():
     # forward.Forward and engine.Engine._probe pass `training=` only where `call` takes it.
     assert _dense_model()._call_has_training_arg is True, "Layer._call_has_training_arg is gone or changed"

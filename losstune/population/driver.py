@@ -15,7 +15,7 @@ from losstune.population.stream import Stream, unpack
 
 
 def train_population(members, x, y=None, *, validation_data=None, epochs, batch_size=None, shuffle=True, seed,
-                     verbose=0):
+                     holdout=None, verbose=0):
     """Train `members` together; each ends as if `model.fit` had trained it alone with this seed.
 
     Args:
@@ -32,6 +32,12 @@ def train_population(members, x, y=None, *, validation_data=None, epochs, batch_
         epochs, batch_size, shuffle: as in `model.fit`.
         seed: the seed a solo trial passes to `keras.utils.set_random_seed` right before `fit`; it fixes the
             data order (the input's shuffling is drawn as `fit` draws it).
+        holdout: None, or folds as members: a (K, n) boolean array over the n examples of the arrays (x, y),
+            True where example i is held out of member k. Each member then trains on the batches of the whole
+            (x, y) with its held-out examples weighted 0 (its loss is the mean over the examples it keeps:
+            `groups.member_loss`), and validates on its held-out examples (`validation_data` must be None).
+            A held-out example's label never reaches the member's gradient; its features do pass through the
+            model in the batch, so BatchNormalization's batch statistics (and moving averages) include them.
         verbose: 0 silent, 1 a line for the plan and one per epoch.
 
     Returns:
@@ -56,28 +62,66 @@ def train_population(members, x, y=None, *, validation_data=None, epochs, batch_
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ValueError(f"`seed` must be an integer, got {seed!r}.")
     check_members(members)
+    masks = None if holdout is None else Holdout(holdout, len(members), x, y, validation_data)
     keras.utils.set_random_seed(int(seed))  # as the solo trial, right before `fit` creates its iterator
-    train = Stream(x, y, batch_size=batch_size, shuffle=shuffle, training=True)
-    validation = None
-    if isinstance(validation_data, (tuple, list)) and len(validation_data) not in (2, 3):
-        raise ValueError(f"`validation_data` must be (x_val, y_val), (x_val, y_val, sample_weight), a dataset, a "
-                         f"PyDataset or None, got a {type(validation_data).__name__} of length "
-                         f"{len(validation_data)}.")
-    if validation_data is not None:
-        val_x, val_y, val_weight = unpack(validation_data)
-        validation = Stream(val_x, val_y, val_weight, batch_size=batch_size, training=False)
-    first_epoch = train.epoch()
+    train, validation = _streams(x, y, validation_data, batch_size, shuffle, masks)
+    first_epoch = train.epoch() if masks is None else masks.weigh(train.epoch(), "train", range(len(members)))
     first = next(first_epoch, None)
     if first is None:
         raise ValueError("`x` yields no batches: a population needs at least one training batch.")
     for m in members:  # the losses of epoch 0 decide the loss groups
         if m.schedule is not None:
             m.model.loss._fn_kwargs.update(m.schedule.arguments_at(0))
-    engine = _engine_class()(members, first)
+    engine = _engine_class()(members, first, masked=masks is not None)
     if verbose:
         print(f"population of {len(members)}: {engine.describe()}", flush=True)
-    loop = _Loop(engine, members, train, epochs, verbose)
+    loop = _Loop(engine, members, train, epochs, verbose, masks)
     return loop.run(itertools.chain([first], first_epoch), validation)
+
+
+def _streams(x, y, validation_data, batch_size, shuffle, masks):
+    """The training stream and the validation stream (or None). With folds as members (`masks`), both run over
+    the arrays (x, y) with each example's index as its sample weight, which `Holdout.weigh` turns into the
+    members' rows of weights."""
+    if masks is not None:
+        index = np.arange(masks.size, dtype="float32")
+        return (Stream(x, y, index, batch_size=batch_size, shuffle=shuffle, training=True),
+                Stream(x, y, index, batch_size=batch_size, training=False))
+    train = Stream(x, y, batch_size=batch_size, shuffle=shuffle, training=True)
+    if isinstance(validation_data, (tuple, list)) and len(validation_data) not in (2, 3):
+        raise ValueError(f"`validation_data` must be (x_val, y_val), (x_val, y_val, sample_weight), a dataset, a "
+                         f"PyDataset or None, got a {type(validation_data).__name__} of length "
+                         f"{len(validation_data)}.")
+    if validation_data is None:
+        return train, None
+    val_x, val_y, val_weight = unpack(validation_data)
+    return train, Stream(val_x, val_y, val_weight, batch_size=batch_size, training=False)
+
+
+class Holdout:
+    """Folds as members: which examples each member trains on and which it validates on, as 0/1 weights."""
+
+    def __init__(self, holdout, size, x, y, validation_data):
+        holdout = np.asarray(holdout)
+        if not isinstance(y, np.ndarray) or not all(isinstance(a, np.ndarray) for a in keras.tree.flatten(x)):
+            raise ValueError("`holdout` needs x and y as NumPy arrays: folds are cut by example index.")
+        n = len(y)
+        if holdout.dtype != bool or holdout.shape != (size, n):
+            raise ValueError(f"`holdout` must be a boolean array of shape (members, examples) = ({size}, {n}), got "
+                             f"{holdout.dtype} {holdout.shape}.")
+        if validation_data is not None:
+            raise ValueError("`holdout` and `validation_data` exclude each other: each member validates on the "
+                             "examples held out of its training.")
+        if (~holdout).sum(axis=1).min() == 0 or holdout.sum(axis=1).min() == 0:
+            raise ValueError("`holdout`: every member needs examples to train on and examples held out.")
+        self.size = n
+        self.weights = {"train": (~holdout).astype("float32"), "validation": holdout.astype("float32")}
+
+    def weigh(self, batches, which, rows):
+        """`batches` of (x, y, example index) as (x, y, weights): the rows `rows` of the members' weights."""
+        table = self.weights[which][np.asarray(list(rows))]
+        for x, y, index in batches:
+            yield x, y, table[:, np.asarray(index).astype("int64")]
 
 
 def _engine_class():
@@ -134,8 +178,9 @@ class _Loop:
     Members are numbered k in `members`; the engine numbers its stacked rows, `rows[r]` being the member of
     row r (all members at first, the survivors after a compaction)."""
 
-    def __init__(self, engine, members, stream, epochs, verbose):
+    def __init__(self, engine, members, stream, epochs, verbose, masks=None):
         self.engine, self.members, self.stream, self.epochs, self.verbose = engine, members, stream, epochs, verbose
+        self.masks = masks  # a Holdout (folds as members), or None
         self.callbacks = [keras.callbacks.CallbackList(m.callbacks, add_history=False, add_progbar=False,
                                                        model=m.model, epochs=epochs, steps=stream.steps, verbose=0)
                           for m in members]
@@ -153,7 +198,7 @@ class _Loop:
             if not self.active:
                 break
             start = time.perf_counter()
-            self._epoch(epoch, first_epoch if epoch == 0 else self.stream.epoch(), validation)
+            self._epoch(epoch, first_epoch if epoch == 0 else self._batches(self.stream, "train"), validation)
             if self.verbose:
                 print(f"population epoch {epoch + 1}/{self.epochs}: {len(self.active)} of {len(self.members)} "
                       f"members training, {time.perf_counter() - start:.2f}s", flush=True)
@@ -162,6 +207,10 @@ class _Loop:
         for k in self.active:
             self.callbacks[k].on_train_end(self.logs[k])
         return self.members
+
+    def _batches(self, stream, which):
+        """The stream's next epoch; with folds as members, each batch weighted per member row."""
+        return stream.epoch() if self.masks is None else self.masks.weigh(stream.epoch(), which, self.rows)
 
     def row_of(self, members):
         where = {k: r for r, k in enumerate(self.rows)}
@@ -195,7 +244,7 @@ class _Loop:
         for k in self.active:
             self.callbacks[k].on_test_begin()
         self.engine.reset_metrics()
-        self.engine.evaluate(validation.epoch())
+        self.engine.evaluate(self._batches(validation, "validation"))
         test_logs = self.by_member(self.engine.collect_logs())
         for k in self.active:
             val = test_logs[k]

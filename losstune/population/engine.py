@@ -33,8 +33,11 @@ class Engine(abc.ABC):
     list of stacked metric variables per group) and `optimizer` (one optimizer over the stacked variables).
     """
 
-    def __init__(self, members, first_batch):
+    def __init__(self, members, first_batch, masked=False):
         self.members = members
+        # masked: a batch's sample weights are one row of 0/1 per member (K, B), the examples each member
+        # trains or validates on (folds as members: population.driver); else one (B,) weight for all.
+        self.masked = masked
         self.models = [m.model for m in members]
         self.template = self.models[0]
         self.size = len(members)
@@ -217,7 +220,8 @@ class Engine(abc.ABC):
         for g, state in zip(self.groups, metric_state):
             preds = take(y_pred, g.take)
             g_extra = [take(e, g.take) for e in extra]
-            value, state = self._group_losses(g, (x, y, sample_weight), preds, g_extra, state, training=training)
+            weight = take(sample_weight, g.take) if self.masked else sample_weight
+            value, state = self._group_losses(g, (x, y, weight), preds, g_extra, state, training=training)
             parts.append(ops.cast(value, "float32"))
             new_state.append(state)
         losses = parts[0] if len(parts) == 1 else ops.concatenate(parts)
@@ -225,20 +229,26 @@ class Engine(abc.ABC):
 
     def _group_losses(self, g, batch, preds, extra, state, *, training):
         """Losses (one per member of `g`) and updated metric states of the group's members on `batch`
-        (x, y, sample_weight)."""
+        (x, y, sample_weight; with `masked`, one row of sample weights per member)."""
+        masked = self.masked
+
+        def own(weight):  # the member's batch
+            return (batch[0], batch[1], weight) if masked else batch
+
         if g.mapped:
             params = {name: ops.convert_to_tensor(value) for name, value in g.params.items()}
 
             def one(args):
-                pred, member_params, member_extra, member_state = args
-                return member_loss(g.model, g.loss, member_params, batch, pred, member_extra, member_state,
-                                   training=training)
+                pred, member_params, member_extra, member_state = args[:4]
+                return member_loss(g.model, g.loss, member_params, own(args[4] if masked else None), pred,
+                                   member_extra, member_state, training=training, masked=masked)
 
-            return vmap(one, (preds, params, list(extra), list(state)))
+            return vmap(one, (preds, params, list(extra), list(state)) + ((batch[2],) if masked else ()))
         losses, states = [], []
         for j, model in enumerate(g.models):
-            value, new = member_loss(model, None, None, batch, preds[j], [e[j] for e in extra],
-                                     [s[j] for s in state], training=training)
+            value, new = member_loss(model, None, None, own(batch[2][j] if masked else None), preds[j],
+                                     [e[j] for e in extra], [s[j] for s in state], training=training,
+                                     masked=masked)
             losses.append(value)
             states.append(new)
         return ops.stack(losses), [ops.stack(list(s)) for s in zip(*states)]
@@ -353,7 +363,10 @@ class Engine(abc.ABC):
         come from the members' models, so `write_back(rows)` first. The smaller stack is traced again, and
         the members that stopped cost nothing from then on."""
         values = [np.asarray(self._optimizer_value(i)) for i in range(len(self.optimizer.variables))]
-        engine = type(self)([self.members[r] for r in rows], self.first_batch)
+        first = self.first_batch
+        if self.masked:  # the survivors' rows of the first batch's weights
+            first = (first[0], first[1], np.asarray(first[2])[np.asarray(rows)])
+        engine = type(self)([self.members[r] for r in rows], first, masked=self.masked)
         index = np.asarray(rows, dtype="int64")
         # A member's slots are the rows of the stacked slot variables; the step count (and a learning-rate
         # variable) are scalars, shared.

@@ -19,11 +19,11 @@ def _read(variable):
 class TFEngine(Engine):
     """TensorFlow: stacked `keras.Variable`s updated in place by traced `tf.function` steps."""
 
-    def __init__(self, members, first_batch):
+    def __init__(self, members, first_batch, masked=False):
         import tensorflow as tf
 
         self.tf = tf
-        super().__init__(members, first_batch)
+        super().__init__(members, first_batch, masked=masked)
 
     def _init_state(self):
         tf, t, K = self.tf, self.template, self.size
@@ -53,6 +53,8 @@ class TFEngine(Engine):
             return tf.TensorSpec((None,) + tuple(t.shape[1:]), t.dtype)
 
         specs = [None if part is None else keras.tree.map_structure(spec, part) for part in self.first_batch]
+        if self.masked:  # one row of weights per member: the batch axis is the second
+            specs[2] = tf.TensorSpec((self.size, None), tf.convert_to_tensor(self.first_batch[2]).dtype)
         self._train = tf.function(self._train_step, jit_compile=False, autograph=False, reduce_retracing=True)
         self._test = tf.function(self._test_step, jit_compile=False, autograph=False, reduce_retracing=True)
         self._train.get_concrete_function(*specs, tf.TensorSpec((), tf.int64))

@@ -109,9 +109,14 @@ def make_groups(models):
     return [Group(indices, [models[k] for k in indices]) for indices in by_key.values()]
 
 
-def member_loss(model, loss, params, batch, y_pred, extra, metric_values, *, training):
+def member_loss(model, loss, params, batch, y_pred, extra, metric_values, *, training, masked=False):
     """One member's loss on `batch` (x, y, sample_weight), as Keras's `train_step`/`test_step` compute it, and
     its updated metric state.
+
+    `masked`: the sample weight is the member's 0/1 mask over the batch (its fold's examples). The loss is
+    then the mean over the examples it keeps (weights scaled by B / kept, so a batch of which it keeps 26 of 32
+    weighs as a batch of 26 in fold-by-fold training), the logged loss averages over kept examples, and the
+    metrics count kept examples only.
 
     `params` replace numeric arguments of `loss` (the loss object inside `model`'s compiled loss) for this
     call; `extra` are the member's additional losses (regularizers, `add_loss`), each one scalar.
@@ -120,19 +125,44 @@ def member_loss(model, loss, params, batch, y_pred, extra, metric_values, *, tra
     # regularizer and `add_loss` terms `compute_loss` adds); Keras's JAX trainer sets it the same way for
     # its stateless step. Here it holds the member's own terms, from the mapped forward pass.
     x, y, sample_weight = batch
+    count = ops.shape(keras.tree.flatten(x)[0])[0]
+    loss_weight = sample_weight
+    if masked:
+        kept = ops.sum(sample_weight)
+        loss_weight = sample_weight * (ops.cast(count, sample_weight.dtype) / ops.maximum(kept, 1.0))
+        count = kept
     model._losses_override = list(extra)
     try:
         mapping = list(zip(model.metrics_variables, metric_values))
         with patched(loss, params), keras.StatelessScope(state_mapping=mapping) as scope:
-            value = model.compute_loss(x, y, y_pred, sample_weight, training=training)
+            value = model.compute_loss(x, y, y_pred, loss_weight, training=training)
             # Keras private (3.x): `Model._loss_tracker` is the Mean metric behind the logged "loss"; Keras's
             # `train_step` updates it after `compute_loss`, weighted by the batch size, as here.
-            model._loss_tracker.update_state(value, sample_weight=ops.shape(keras.tree.flatten(x)[0])[0])
-            model.compute_metrics(x, y, y_pred, sample_weight)
+            model._loss_tracker.update_state(value, sample_weight=count)
+            if masked:
+                masked_metrics(model, y, y_pred, sample_weight)
+            else:
+                model.compute_metrics(x, y, y_pred, sample_weight)
         new_values = [scope.get_current_value(v) for v in model.metrics_variables]
     finally:
         model._losses_override = []
     return value, new_values
+
+
+def masked_metrics(model, y, y_pred, mask):
+    """Update every compiled metric of `model` with `mask` as its sample weight. Keras's `metrics=` take no
+    sample weights (only `weighted_metrics=` do), but a member of folds as members must count its own fold's
+    examples only."""
+    # Keras private (3.x): `Model._compile_metrics` (a `CompileMetrics`) holds the `metrics=` in
+    # `_flat_metrics`, updated without sample weights, and the `weighted_metrics=` in `_flat_weighted_metrics`.
+    container = model._compile_metrics
+    if container is None:
+        return
+    if not container.built:
+        container.build(y, y_pred)
+    for metric in list(container._flat_metrics) + list(container._flat_weighted_metrics):
+        if metric is not None:
+            metric.update_state(y, y_pred, sample_weight=mask)
 
 
 class patched:
