@@ -152,8 +152,13 @@ class LossHyperModel(keras_tuner.HyperModel):
             raise ValueError("`folds` needs x and y as arrays (not a tf.data.Dataset) to cut its folds from.")
         if validation_data is not None:
             raise ValueError("`folds` cuts the validation data from (x, y); pass no `validation_data`.")
-        train, val = inputs.fold_indices(len(y), self.folds, self.seed, self.task.strata(y))[execution % self.folds]
+        train, val = self.fold_split(y, execution)
         return inputs.take(x, train), inputs.take(y, train), (inputs.take(x, val), inputs.take(y, val))
+
+    def fold_split(self, y, execution):
+        """(training indices, validation indices) of `execution`'s fold of the labels `y` (`folds` set): stratified
+        k-fold with the HyperModel's seed, execution e taking fold e % k."""
+        return inputs.fold_indices(len(y), self.folds, self.seed, self.task.strata(y))[execution % self.folds]
 
     def _fold(self, args, kwargs, execution):
         """`fit`'s arguments with this execution's fold cut from the (x, y) given to it."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from losstune import population
+from losstune import inputs, population
 from losstune.stats import curve_score
 
 
@@ -71,13 +71,33 @@ def retrain(hypermodel, candidates, fit, execution, *, scoring, together, stream
         together: train the candidates as populations (one per architecture) instead of one after the other.
         stream: where a population's fallback line goes.
     """
-    members = [population.Member(hypermodel.build(c.hyperparameters, execution), list(c.callbacks), name=c.name,
-                                 hyperparameters=c.hyperparameters)
-               for c in candidates]
-    if together:
-        population.train_members(hypermodel, members, fit, execution, stream, verbose)
+    return retrain_executions(hypermodel, [(execution, candidates)], fit, scoring=scoring, together=together,
+                              stream=stream, verbose=verbose)[0]
+
+
+def retrain_executions(hypermodel, runs, fit, *, scoring, together, stream, verbose=0):
+    """Every run, a pair (execution, candidates), as `retrain` trains one: a list of Outcome lists, in order.
+
+    With `folds` on the hypermodel, arrays as input and `together`, the runs of one pass over the folds
+    (executions e, ..., e + k - 1 with e a multiple of k: each fold once) train as one population, folds as
+    members (`population.train_fold_members`): every batch of the whole (x, y) feeds all trials of all k folds.
+    """
+    members = {execution: [population.Member(hypermodel.build(c.hyperparameters, execution), list(c.callbacks),
+                                             name=c.name, hyperparameters=c.hyperparameters) for c in candidates]
+               for execution, candidates in runs}
+    folds = hypermodel.folds
+    if together and folds and not inputs.is_dataset(fit.get("x")):
+        passes = {}
+        for execution in members:
+            passes.setdefault(execution // folds, {})[execution] = members[execution]
+        for by_execution in passes.values():
+            population.train_fold_members(hypermodel, by_execution, fit, stream, verbose)
     else:
-        for member in members:
-            population.fit_alone(hypermodel, member, fit, execution, verbose)
-    return [Outcome(scoring.score(m.history, m.failure), scoring.calibration_score(m.history, m.failure), m.failure,
-                    dict(m.history)) for m in members]
+        for execution, group in members.items():
+            if together:
+                population.train_members(hypermodel, group, fit, execution, stream, verbose)
+            else:
+                for member in group:
+                    population.fit_alone(hypermodel, member, fit, execution, verbose)
+    return [[Outcome(scoring.score(m.history, m.failure), scoring.calibration_score(m.history, m.failure),
+                     m.failure, dict(m.history)) for m in members[execution]] for execution, _ in runs]

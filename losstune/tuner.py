@@ -26,14 +26,14 @@ from keras_tuner.src import utils as kt_utils  # KerasTuner private (1.4.x): its
 from keras_tuner.src.distribute import utils as dist_utils  # KerasTuner private (1.4.x): distributed roles
 from keras_tuner.src.engine import tuner_utils  # KerasTuner private (1.4.x): SaveBestEpoch
 
-from losstune import layout, progress
+from losstune import inputs, layout, progress
 from losstune.predictions import ValidationPredictions
 from losstune import tensorboard_log as tb
 from losstune.failures import check_repeated_failure, failure_reason
 from losstune.files import write_text_atomic
 from losstune.lossspace import LossSpace
 from losstune.pruning import HalvingPruner, MedianPruner
-from losstune.retrain import Candidate, Scoring, retrain
+from losstune.retrain import Candidate, Scoring, retrain_executions
 
 TUNERS = {
     "random": keras_tuner.RandomSearch,
@@ -246,19 +246,24 @@ class LosstuneTunerMixin:
         # KerasTuner private (1.4.x): the trial's checkpoint path.
         checkpoints = {t.trial_id: SaveBestAtTrainEnd(self.oracle.objective, self._get_checkpoint_fname(t.trial_id))
                        for t in trials}
+        # With folds, the executions of a pass over the folds train at once (folds as members): one checkpoint
+        # object cannot follow k trainings at the same time, so the first execution's keeps the trial's.
+        concurrent = bool(self.hypermodel.folds) and not inputs.is_dataset(fit.get("x"))
+        runs = []
         for execution in range(self.executions_per_trial):
-            alive = [t for t in trials if t.trial_id not in failures]
             candidates = []
-            for t in alive:
+            for t in trials:
                 copied = self._deepcopy_callbacks(callbacks)  # KerasTuner private (1.4.x), as in run_trial
                 self._configure_tensorboard_dir(copied, t, execution)
-                candidates.append(Candidate(f"trial {t.trial_id}", t.hyperparameters,
-                                            copied + [checkpoints[t.trial_id]]))
-            outcomes = retrain(self.hypermodel, candidates, fit, execution, scoring=log.scoring, together=True,
-                               stream=log.stream, verbose=verbose)
-            for t, outcome in zip(alive, outcomes):
+                keep = [checkpoints[t.trial_id]] if execution == 0 or not concurrent else []
+                candidates.append(Candidate(f"trial {t.trial_id}", t.hyperparameters, copied + keep))
+            runs.append((execution, candidates))
+        outcome_lists = retrain_executions(self.hypermodel, runs, fit, scoring=log.scoring, together=True,
+                                           stream=log.stream, verbose=verbose)
+        for outcomes in outcome_lists:
+            for t, outcome in zip(trials, outcomes):
                 if outcome.failure:
-                    failures[t.trial_id] = outcome.failure
+                    failures.setdefault(t.trial_id, outcome.failure)
                 else:
                     records[t.trial_id].add(outcome.score, outcome.ece)
         for t in trials:

@@ -106,3 +106,32 @@ def test_jax_backend_folds_as_members():
 
     out = run_jax_script(JAX_SCRIPT)
     assert out["same"] <= 1e-6 and out["moved"] > 1e-3 and out["f1"] <= 1e-5, out
+
+
+def test_a_fold_search_trains_every_fold_of_a_round_as_one_population(tmp_path):
+    # folds=3, population=3: the 3 trials x 3 folds of the round are one population of 9 over the whole
+    # (x, y); each trial still gets one score per fold, and its checkpoint.
+    import io
+    import os
+
+    import losstune
+    from losstune import population
+    from tests.helpers import mlp, tiny_multiclass
+
+    x, y = tiny_multiclass(n=150)
+    sizes = []
+    original = population.train_fold_members
+
+    def counted(hypermodel, by_execution, *args, **kwargs):
+        sizes.append(sum(len(m) for m in by_execution.values()))
+        return original(hypermodel, by_execution, *args, **kwargs)
+
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(population, "train_fold_members", counted)
+        result = losstune.search(mlp(3, inputs=8), x, y, folds=3, population=3, tuner="random", max_trials=3,
+                                 epochs=2, race=0, seed=1, directory=str(tmp_path), stream=out)
+    assert sizes == [9] and "one by one" not in out.getvalue()
+    for t in result.trials:
+        assert t.status == "COMPLETED" and len(t.scores) == 3 and np.all(np.isfinite(t.scores))
+        assert os.path.isfile(os.path.join(result.directory, f"trial_{t.trial_id}", "checkpoint.weights.h5"))

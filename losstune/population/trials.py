@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 import keras_tuner
+import numpy as np
 
 from losstune.failures import error_line
 from losstune.population.driver import train_population
@@ -41,15 +42,49 @@ def train_members(hypermodel, members, fit, execution, stream, verbose=0):
         `members`, with `history` and `failure` filled.
     """
     x, y, validation = hypermodel.execution_data(fit["x"], fit.get("y"), fit.get("validation_data"), execution)
+
+    def train(group):
+        train_population(group, x, y, validation_data=validation, epochs=fit["epochs"],
+                         batch_size=fit.get("batch_size"), shuffle=fit.get("shuffle", True),
+                         seed=hypermodel.seed_for(execution), verbose=1 if verbose else 0)
+
+    return _train_groups(hypermodel, members, {id(m): execution for m in members}, fit, stream, verbose, train)
+
+
+def train_fold_members(hypermodel, by_execution, fit, stream, verbose=0):
+    """Folds as members: the members of several fold executions ({execution: members}, each built for its
+    execution) trained together over the whole (x, y), one population per architecture, each member holding
+    out its execution's fold and validating on it (`train_population(holdout=)`). Each member starts from its
+    own execution's initial weights; the batches follow the first execution's seed (in fold-by-fold training
+    each fold's order comes from its own seed). A group that cannot be one population trains fold by fold,
+    one member at a time, with one line on `stream` saying why."""
+    executions = sorted(by_execution)
+    members = [m for e in executions for m in by_execution[e]]
+    execution_of = {id(m): e for e in executions for m in by_execution[e]}
+    x, y = fit["x"], fit["y"]
+    held = {e: hypermodel.fold_split(y, e)[1] for e in executions}
+
+    def train(group):
+        holdout = np.zeros((len(group), len(y)), dtype=bool)
+        for row, member in enumerate(group):
+            holdout[row, held[execution_of[id(member)]]] = True
+        train_population(group, x, y, epochs=fit["epochs"], batch_size=fit.get("batch_size"),
+                         shuffle=fit.get("shuffle", True), seed=hypermodel.seed_for(executions[0]),
+                         holdout=holdout, verbose=1 if verbose else 0)
+
+    return _train_groups(hypermodel, members, execution_of, fit, stream, verbose, train)
+
+
+def _train_groups(hypermodel, members, execution_of, fit, stream, verbose, train):
+    """`train(group)` for each same-architecture group of `members`; a group it refuses or fails trains one
+    member at a time (each with its own execution, `execution_of[id(member)]`), after one line on `stream`."""
     logging.getLogger("tensorflow").addFilter(_EXPECTED_RETRACING)
     for member in members:  # a deferred re-weighting, as the HyperModel's `fit` schedules it when alone
         member.schedule = hypermodel.loss_schedule(member.hyperparameters, fit["epochs"])
     for group in same_architecture(members):
         untouched = True
         try:
-            train_population(group, x, y, validation_data=validation, epochs=fit["epochs"],
-                             batch_size=fit.get("batch_size"), shuffle=fit.get("shuffle", True), seed=hypermodel.seed_for(execution),
-                             verbose=1 if verbose else 0)
+            train(group)
             continue
         except NotVectorizable as err:  # refused before any weight was touched
             reason = err.reason
@@ -57,7 +92,7 @@ def train_members(hypermodel, members, fit, execution, stream, verbose=0):
             reason, untouched = f"the population failed ({error_line(err)})", False
         print(f"population: training {len(group)} trial(s) one by one: {reason}", file=stream, flush=True)
         for member in group:
-            _train_alone(hypermodel, member, fit, execution, verbose, untouched)
+            _train_alone(hypermodel, member, fit, execution_of[id(member)], verbose, untouched)
     return members
 
 
