@@ -65,27 +65,27 @@ def member_losses(k, counts):
     return out
 
 
-def compiled(builder, loss):
+def compiled(builder, loss, optimizer="adam"):
     keras.utils.set_random_seed(SEED)
     model = builder()
-    model.compile(optimizer="adam", loss=loss, metrics=[objectives.MacroF1()])
+    model.compile(optimizer=keras.optimizers.get(optimizer), loss=loss, metrics=[objectives.MacroF1()])
     return model
 
 
-def serial(builder, losses, data, epochs):
+def serial(builder, losses, data, epochs, optimizer="adam"):
     x, y, xv, yv = data
     out = []
     for loss in losses:
-        model = compiled(builder, loss)
+        model = compiled(builder, loss, optimizer)
         keras.utils.set_random_seed(SEED)
         history = model.fit(x, y, batch_size=32, epochs=epochs, shuffle=True, validation_data=(xv, yv), verbose=0)
         out.append((model, history.history))
     return out
 
 
-def population(builder, losses, data, epochs):
+def population(builder, losses, data, epochs, optimizer="adam"):
     x, y, xv, yv = data
-    members = [Member(compiled(builder, loss)) for loss in losses]
+    members = [Member(compiled(builder, loss, optimizer)) for loss in losses]
     return train_population(members, x, y, validation_data=(xv, yv), epochs=epochs, batch_size=32, seed=SEED)
 
 

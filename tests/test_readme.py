@@ -37,3 +37,11 @@ def test_readme_package_layout_names_every_module():
     modules += [p.name + "/" for p in (ROOT / "losstune").iterdir() if (p / "__init__.py").is_file()]
     missing = [m for m in modules if f"`{m}`" not in layout]
     assert not missing, f"add these modules to README.md's package layout: {missing}"
+
+
+def test_readme_layer_table_names_every_tested_layer():
+    from tests.test_population_layers import ROWS
+
+    table = README.split("**Which layers train in populations**", 1)[1].split("\n\n", 2)[1]
+    missing = sorted({row.layer for row in ROWS if f"| {row.layer} |" not in table})
+    assert not missing, f"add these layers to README.md's population layer table: {missing}"

@@ -7,7 +7,8 @@ import json
 
 import keras
 
-from losstune.population.forward import Forward, seed_states
+# first_line is the engine's too, imported from here
+from losstune.population.forward import failing_layer, first_line, layer_label, trace_error  # noqa: F401
 
 # Optimizers whose update of one weight depends only on that weight's gradient and slots and on the shared
 # step count: on stacked variables they act exactly as K separate optimizers. Others (LAMB's trust ratio,
@@ -15,6 +16,9 @@ from losstune.population.forward import Forward, seed_states
 ELEMENTWISE_OPTIMIZERS = (
     "SGD", "Adam", "AdamW", "Adamax", "Nadam", "RMSprop", "Adagrad", "Adadelta", "Lion", "Ftrl",
 )
+# Optimizers whose update is linear in the gradient: Keras's TensorFlow optimizers apply a sparse gradient slice
+# by slice, which for these alone equals applying its dense sum (see `sparse_gradient_reason`).
+LINEAR_OPTIMIZERS = ("SGD", "Lion")
 # Trainer methods a model may not override: the population runs its own step in their place.
 STEP_METHODS = ("train_step", "test_step", "compute_loss", "compute_metrics")
 
@@ -70,11 +74,13 @@ def vectorizable(model, optimizer=None, *, trace=True):
     outputs; a weight constraint other than `NonNeg` (a norm constraint would see all members at once); an
     optimizer other than the elementwise ones, or with an option that couples members (`clipnorm`,
     `global_clipnorm`: norms over the stacked variable) or that populations do not handle (EMA, gradient
-    accumulation, loss scaling); and, with `trace` on TensorFlow, a layer that `tf.vectorized_map` cannot
-    map even op by op (checked by tracing a training step of two members on the model's symbolic inputs;
-    a model without them is checked when its population is traced). An op without a vectorized form runs
-    as a loop over members inside the step: correct, and slower (Conv2D with per-member filters is mapped
-    as one grouped convolution, and Dropout draws one mask for all members: see `forward.Forward`).
+    accumulation, loss scaling); on TensorFlow, a trainable Embedding with an optimizer whose update is not
+    linear in the gradient (`sparse_gradient_reason`); and, with `trace` on TensorFlow, a layer that
+    `tf.vectorized_map` cannot map even op by op (checked by tracing a training step of two members on the
+    model's symbolic inputs, and named by `forward.failing_layer`; a model without them is checked when its
+    population is traced). An op without a vectorized form runs as a loop over members inside the step:
+    correct, and slower (Conv2D and Conv3D with per-member filters are mapped as grouped convolutions, and
+    Dropout draws one mask for all members: see `forward.Forward`).
     """
     if keras.backend.backend() not in ("tensorflow", "jax"):
         return f"backend {keras.backend.backend()!r}: populations run on TensorFlow and JAX"
@@ -93,7 +99,8 @@ def vectorizable(model, optimizer=None, *, trace=True):
         if v.constraint is not None and not isinstance(v.constraint, keras.constraints.NonNeg):
             return (f"weight {v.path} has a {type(v.constraint).__name__} constraint, which would act on all "
                     f"members' weights at once")
-    reason = optimizer_reason(model.optimizer if optimizer is None else optimizer)
+    optimizer = model.optimizer if optimizer is None else optimizer
+    reason = optimizer_reason(optimizer) or sparse_gradient_reason(model, optimizer)
     if reason:
         return reason
     if trace and keras.backend.backend() == "tensorflow" and getattr(model, "inputs", None):
@@ -140,38 +147,38 @@ def optimizer_reason(optimizer):
     return None
 
 
-def trace_reason(model):
-    """Trace a training step (forward and gradient) of two stacked members on TensorFlow; why it fails, or
-    None."""
-    import tensorflow as tf
+def sparse_gradient_reason(model, optimizer):
+    """Why an Embedding would train differently in a population than alone, or None.
 
-    specs = [tf.TensorSpec((2,) + tuple(t.shape[1:]), t.dtype) for t in model.inputs]
-    shared = seed_states(model)
-    stacked = [tf.zeros((2,) + tuple(v.shape), v.dtype) for v in model.trainable_variables]
-    # Seed-generator states are passed once, unstacked, as in the population's own step.
-    non_trainable = [tf.zeros(tuple(v.shape) if i in shared else (2,) + tuple(v.shape), v.dtype)
-                     for i, v in enumerate(model.non_trainable_variables)]
-    forward = Forward(model, shared=shared)
-
-    def step(*x):
-        x = x[0] if len(x) == 1 else list(x)
-        with tf.GradientTape() as tape:
-            tape.watch(stacked)
-            out, _, losses = forward(stacked, non_trainable, x, training=True)
-            total = tf.reduce_sum(tf.cast(out, "float32")) + tf.add_n([tf.reduce_sum(l) for l in losses] + [0.0])
-        tape.gradient(total, stacked)
-        return total
-
-    try:
-        tf.function(step, autograph=False).get_concrete_function(*specs)
-    except Exception as e:  # any failure to trace means: train these members one by one
-        return f"a layer does not vectorize: {first_line(e)}"
+    On TensorFlow an Embedding's gradient is sparse (`tf.IndexedSlices`, a slice per occurrence of a token in
+    the batch) and Keras's optimizers apply it slice by slice: Adam adds the square of each slice to its
+    second moment, not the square of their sum; `clipvalue` clips each slice apart. A population's stacked
+    gradient is dense (the slices summed), so only optimizers linear in the gradient (SGD, Lion) without
+    `clipvalue` train its members as alone (measured: 3e-8 apart after 2 epochs, against 6e-4 to 7e-2 for
+    Adam, AdamW, Adagrad, Adamax, RMSprop, Ftrl and SGD with clipvalue; JAX's gradients are dense on both
+    sides)."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    name, clip = type(optimizer).__name__, getattr(optimizer, "clipvalue", None)
+    if name in LINEAR_OPTIMIZERS and not clip:
+        return None
+    # Keras private (3.x): `Layer._flatten_layers()` yields a layer and every layer it tracks, at any depth
+    # (an Embedding inside a custom layer too); Keras's own summary and weight loading walk layers with it.
+    for layer in model._flatten_layers():
+        if isinstance(layer, keras.layers.Embedding) and layer.trainable_weights:
+            how = f"{name} with clipvalue" if clip else name
+            return (f"{layer_label(layer)} gets sparse gradients on TensorFlow, which {how} applies slice by "
+                    f"slice and a population as one dense sum: its members would not train as alone (SGD or "
+                    f"Lion without clipvalue would, as would the JAX backend)")
     return None
 
 
-def first_line(error):
-    """The message of a (traced) error without TensorFlow's node dump and traceback lines."""
-    lines = [l.strip() for l in str(error).splitlines()
-             if l.strip() and l.strip() != "in user code:" and not l.strip().startswith("File ")]
-    line = lines[0] if lines else type(error).__name__
-    return line.split(" for '{{node")[0].strip()[:300]
+def trace_reason(model):
+    """Trace a training step (forward and gradient) of two stacked members; why it fails, naming the first
+    layer whose mapped call (or its gradient) fails, or None."""
+    error = trace_error(model)
+    if error is None:
+        return None
+    layer = failing_layer(model, gradient=True)
+    where = f"{layer_label(layer)}: " if layer is not None else ""
+    return f"a layer does not vectorize: {where}{first_line(error)}"
