@@ -56,19 +56,24 @@ def train_fold_members(hypermodel, by_execution, fit, stream, verbose=0):
     execution) trained together over the whole (x, y), one population per architecture, each member holding
     out its execution's fold and validating on it (`train_population(holdout=)`). Each member starts from its
     own execution's initial weights; the batches follow the first execution's seed (in fold-by-fold training
-    each fold's order comes from its own seed). A group that cannot be one population trains fold by fold,
+    each fold's order comes from its own seed) and are k / (k - 1) times `batch_size`, so that a member keeps
+    about `batch_size` examples a step and takes as many steps an epoch as fold-by-fold training. A group that cannot be one population trains fold by fold,
     one member at a time, with one line on `stream` saying why."""
     executions = sorted(by_execution)
     members = [m for e in executions for m in by_execution[e]]
     execution_of = {id(m): e for e in executions for m in by_execution[e]}
     x, y = fit["x"], fit["y"]
     held = {e: hypermodel.fold_split(y, e)[1] for e in executions}
+    # A member keeps (k - 1) / k of each batch: batches k / (k - 1) times larger give it about `batch_size`
+    # examples per step and as many steps per epoch as fold-by-fold training has.
+    folds = hypermodel.folds
+    batch_size = int(round((fit.get("batch_size") or 32) * folds / (folds - 1)))
 
     def train(group):
         holdout = np.zeros((len(group), len(y)), dtype=bool)
         for row, member in enumerate(group):
             holdout[row, held[execution_of[id(member)]]] = True
-        train_population(group, x, y, epochs=fit["epochs"], batch_size=fit.get("batch_size"),
+        train_population(group, x, y, epochs=fit["epochs"], batch_size=batch_size,
                          shuffle=fit.get("shuffle", True), seed=hypermodel.seed_for(executions[0]),
                          holdout=holdout, verbose=1 if verbose else 0)
 
