@@ -377,8 +377,9 @@ def search(
             fold); the pick is the best mean, or a simpler candidate within one standard error of it. 0: off.
         prune: None; "median": stop a training whose objective at an epoch is worse than the median of the
             completed trials at that epoch (after 4 completed trials and a quarter of the epochs); or
-            "halving": successive halving (ASHA's rungs): after epochs // 3**k epochs (k = 1, 2, ...), only
-            the best third of the trainings that reached that rung go on (populations rank their members
+            "halving": successive halving (ASHA's rungs): after epochs // 3**k epochs (k = 1, 2, ..., none
+            before a quarter of the epochs: one rung at a third), only the best third of the trainings that
+            reached that rung go on (populations rank their members
             against each other too). The baseline is never stopped; a stopped trial keeps the score of the
             epochs it trained and counts in no comparison. In a population, stopped members leave the stack,
             so both rules save real time there; spend what they save on more trials (`max_trials`).

@@ -400,3 +400,22 @@ def test_positive_int_names_the_argument():
         positive_int("epochs", -1, minimum=0)
     with pytest.raises(ValueError, match="`batch_size` must be an integer >= 1, got True"):
         positive_int("batch_size", True)
+
+
+def test_stopped_members_are_restacked_only_when_that_pays():
+    # driver._Loop.compact: the stopped rows' share of an epoch's time over the remaining epochs against
+    # RESTACK_COST x what building the engine cost.
+    import types
+
+    from losstune.population import driver
+
+    loop = driver._Loop.__new__(driver._Loop)
+    loop.rows, loop.active, loop.restack_seconds, loop.verbose = [0, 1, 2, 3], [0, 1], 2.0, 0
+    calls = []
+    loop.engine = types.SimpleNamespace(survivors=lambda rows: calls.append(rows) or loop.engine)
+    loop.compact(epoch_seconds=1.0, remaining=3)  # saves 2 of 4 rows x 1 s x 3 epochs = 1.5 s < 2 s
+    assert calls == [] and loop.rows == [0, 1, 2, 3]
+    loop.compact(epoch_seconds=1.0, remaining=5)  # 2.5 s > 2 s
+    assert calls == [[0, 1]] and loop.rows == [0, 1]
+    loop.compact(epoch_seconds=100.0, remaining=5)  # nothing stopped since
+    assert calls == [[0, 1]]

@@ -76,8 +76,9 @@ def test_prune_is_checked_before_training(tmp_path):
 # prune="halving": successive halving (ASHA's rungs)
 # ------------------------------------------------------------------------------------------------------
 def test_rungs_are_the_budget_divided_by_powers_of_three():
-    assert pruning.rungs(20) == [2, 6] and pruning.rungs(9) == [1, 3] and pruning.rungs(27) == [1, 3, 9]
-    assert pruning.rungs(3) == [1] and pruning.rungs(2) == []
+    # epochs // 3**k, none before a quarter of the epochs
+    assert pruning.rungs(20) == [6] and pruning.rungs(9) == [3] and pruning.rungs(27) == [9]
+    assert pruning.rungs(90) == [30] and pruning.rungs(3) == [1] and pruning.rungs(2) == []
 
 
 def _halving_at_rung(tmp_path, others, own, direction="max"):

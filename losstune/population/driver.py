@@ -72,10 +72,12 @@ def train_population(members, x, y=None, *, validation_data=None, epochs, batch_
     for m in members:  # the losses of epoch 0 decide the loss groups
         if m.schedule is not None:
             m.model.loss._fn_kwargs.update(m.schedule.arguments_at(0))
+    started = time.perf_counter()
     engine = _engine_class()(members, first, masked=masks is not None)
     if verbose:
         print(f"population of {len(members)}: {engine.describe()}", flush=True)
     loop = _Loop(engine, members, train, epochs, verbose, masks)
+    loop.restack_seconds = time.perf_counter() - started
     return loop.run(itertools.chain([first], first_epoch), validation)
 
 
@@ -122,6 +124,10 @@ class Holdout:
         table = self.weights[which][np.asarray(list(rows))]
         for x, y, index in batches:
             yield x, y, table[:, np.asarray(index).astype("int64")]
+
+
+# Restack only when the time the stopped members would still cost exceeds this many times a new engine's build.
+RESTACK_COST = 1.0
 
 
 def _engine_class():
@@ -186,6 +192,7 @@ class _Loop:
                           for m in members]
         self.active = list(range(len(members)))
         self.rows = list(range(len(members)))
+        self.restack_seconds = 0.0  # what building the engine cost (set by `train_population`)
         self.logs = [None] * len(members)
 
     def run(self, first_epoch, validation):
@@ -203,7 +210,7 @@ class _Loop:
                 print(f"population epoch {epoch + 1}/{self.epochs}: {len(self.active)} of {len(self.members)} "
                       f"members training, {time.perf_counter() - start:.2f}s", flush=True)
             if epoch + 1 < self.epochs:
-                self.compact()
+                self.compact(time.perf_counter() - start, self.epochs - epoch - 1)
         for k in self.active:
             self.callbacks[k].on_train_end(self.logs[k])
         return self.members
@@ -268,13 +275,19 @@ class _Loop:
         self.engine.freeze(self.row_of(stopped))
         self.active = [k for k in self.active if k not in stopped]
 
-    def compact(self):
-        """Restack the members still training without the stopped ones, once those are a quarter of the
-        stack or more: pruning and halving then save the stopped members' compute (one new trace)."""
+    def compact(self, epoch_seconds, remaining):
+        """Restack the members still training without the stopped ones when that pays: the stopped rows' share
+        of an epoch's time over the remaining epochs must exceed RESTACK_COST times what building the engine
+        (its trace) cost. Pruning and halving then save the stopped members' compute; for a model whose epoch
+        takes less than its trace (a small MLP), masking them is cheaper."""
         idle = len(self.rows) - len(self.active)
-        if not self.active or idle == 0 or 4 * idle < len(self.rows):
+        if not self.active or idle == 0:
             return
+        if idle / len(self.rows) * epoch_seconds * remaining <= RESTACK_COST * self.restack_seconds:
+            return
+        started = time.perf_counter()
         self.engine = self.engine.survivors(self.row_of(self.active))
+        self.restack_seconds = time.perf_counter() - started
         self.rows = list(self.active)
         if self.verbose:
             print(f"population: {len(self.active)} members go on as a population of {len(self.active)} "
