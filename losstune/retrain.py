@@ -75,6 +75,11 @@ def retrain(hypermodel, candidates, fit, execution, *, scoring, together, stream
                               stream=stream, verbose=verbose)[0]
 
 
+def folds_together(hypermodel, fit):
+    """Whether the executions of a pass over the folds train at once, folds as members: with folds, on arrays."""
+    return bool(hypermodel.folds) and not inputs.is_dataset(fit.get("x"))
+
+
 def retrain_executions(hypermodel, runs, fit, *, scoring, together, stream, verbose=0):
     """Every run, a pair (execution, candidates), as `retrain` trains one: a list of Outcome lists, in order.
 
@@ -86,7 +91,7 @@ def retrain_executions(hypermodel, runs, fit, *, scoring, together, stream, verb
                                              name=c.name, hyperparameters=c.hyperparameters) for c in candidates]
                for execution, candidates in runs}
     folds = hypermodel.folds
-    if together and folds and not inputs.is_dataset(fit.get("x")):
+    if together and folds_together(hypermodel, fit):
         passes = {}
         for execution in members:
             passes.setdefault(execution // folds, {})[execution] = members[execution]

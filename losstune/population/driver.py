@@ -76,8 +76,7 @@ def train_population(members, x, y=None, *, validation_data=None, epochs, batch_
     engine = _engine_class()(members, first, masked=masks is not None)
     if verbose:
         print(f"population of {len(members)}: {engine.describe()}", flush=True)
-    loop = _Loop(engine, members, train, epochs, verbose, masks)
-    loop.restack_seconds = time.perf_counter() - started
+    loop = _Loop(engine, members, train, epochs, verbose, masks, restack_seconds=time.perf_counter() - started)
     return loop.run(itertools.chain([first], first_epoch), validation)
 
 
@@ -178,13 +177,13 @@ def optimizer_config(optimizer):
 
 class _Loop:
     """The epoch loop of `fit`, for every member at once: callbacks, training, validation, logs. A member
-    that stops (its failure or its callbacks' `stop_training`) leaves the loop after that epoch; once the
-    stopped members are a quarter of the engine's stack, the others are restacked without them (`compact`).
+    that stops (its failure or its callbacks' `stop_training`) leaves the loop after that epoch; when it pays,
+    the others are restacked without the stopped ones (`compact`).
 
     Members are numbered k in `members`; the engine numbers its stacked rows, `rows[r]` being the member of
     row r (all members at first, the survivors after a compaction)."""
 
-    def __init__(self, engine, members, stream, epochs, verbose, masks=None):
+    def __init__(self, engine, members, stream, epochs, verbose, masks=None, restack_seconds=0.0):
         self.engine, self.members, self.stream, self.epochs, self.verbose = engine, members, stream, epochs, verbose
         self.masks = masks  # a Holdout (folds as members), or None
         self.callbacks = [keras.callbacks.CallbackList(m.callbacks, add_history=False, add_progbar=False,
@@ -192,7 +191,7 @@ class _Loop:
                           for m in members]
         self.active = list(range(len(members)))
         self.rows = list(range(len(members)))
-        self.restack_seconds = 0.0  # what building the engine cost (set by `train_population`)
+        self.restack_seconds = restack_seconds  # what building the engine cost
         self.logs = [None] * len(members)
 
     def run(self, first_epoch, validation):
