@@ -20,6 +20,7 @@ the splits. Target (issue 21): at most 0.01 below the best hand recipe, split-av
 
     python benchmarks/prior_splits.py                  # imbalance 50, 3 splits, 3 seeds (about 15 minutes)
     python benchmarks/prior_splits.py --quick          # 2 splits, 3 trials, 4 epochs, 1 seed
+    python benchmarks/prior_splits.py --folds 5        # trials scored by 5-fold over training + validation
 """
 
 import argparse
@@ -41,20 +42,25 @@ from losstune.stats import paired_difference
 PRIORS = ("validation", "balanced")
 
 
-def search(data, prior, trials, epochs):
-    """One search on a split; the pick, its interval and what the search said."""
+def search(data, prior, trials, epochs, folds=None):
+    """One search on a split; the pick, its interval and what the search said. With `folds`, the search scores
+    each trial by k-fold over the training and validation examples together (no separate validation set)."""
     directory = tempfile.mkdtemp()
     start = time.perf_counter()
-    result = losstune.search(quality.mlp, data[0], data[1], validation_data=(data[2], data[3]),
-                             space="imbalanced_multiclass", tuner="bayesian", max_trials=trials, epochs=epochs,
-                             batch_size=32, prior=prior, population="auto", directory=directory,
+    if folds:
+        xy = dict(x=np.concatenate([data[0], data[2]]), y=np.concatenate([data[1], data[3]]), folds=folds)
+    else:
+        xy = dict(x=data[0], y=data[1], validation_data=(data[2], data[3]))
+    result = losstune.search(quality.mlp, **xy, space="imbalanced_multiclass", tuner="bayesian", max_trials=trials,
+                             epochs=epochs, batch_size=32, prior=prior, population="auto", directory=directory,
                              stream=io.StringIO())
     best = result.best_trial
     info = dict(pick=best.describe_loss(), recipe=best.recipe, note=result.pick_note, val=best.score,
                 se_seed=best.se_seed, se_sample=best.se_sample, se=best.se, seconds=time.perf_counter() - start,
                 spread_warning=any("differ by" in w for w in result.warnings()), prior_text=result.prior_text(),
-                build=lambda: best.loss.build("multiclass", class_counts=result.context.class_counts,
-                                              from_logits=result.context.from_logits))
+                # retrained on the split's training data: the class statistics are that data's
+                build=lambda counts: best.loss.build("multiclass", class_counts=counts,
+                                                     from_logits=result.context.from_logits))
     shutil.rmtree(directory, ignore_errors=True)
     return info
 
@@ -98,16 +104,16 @@ def fmt_se(value):
     return "-" if value is None else f"{value:.4f}"
 
 
-def one_split(split, imbalance, trials, epochs, seeds):
+def one_split(split, imbalance, trials, epochs, seeds, folds, priors):
     data = score_rule.split_data(imbalance, seed=split)
     print(f"\n=== split {split}: {len(data[1])} training, validation per class "
           f"{np.bincount(data[3], minlength=10).tolist()}, {len(data[5])} test", flush=True)
     retrain = quality.Retrainer(data, seeds, epochs)
     rows = {}
-    for prior in PRIORS:
-        info = search(data, prior, trials, epochs)
-        test = retrain.losstune_scores(info["build"])
-        rows[f"pick, prior={prior}"] = test
+    for prior in priors:
+        info = search(data, prior, trials, epochs, folds)
+        test = retrain.losstune_scores(lambda: info["build"](retrain.counts))
+        rows[f"pick, prior={prior}" + (f", {folds} folds" if folds else "")] = test
         print(f"  prior={prior}: pick {info['pick']}" + (f" [recipe: {info['recipe']}]" if info["recipe"] else "")
               + f"; validation {info['val']:.4f} ± {fmt_se(info['se'])} (seeds {fmt_se(info['se_seed'])}, "
               f"validation sample {fmt_se(info['se_sample'])}); spread warning: {info['spread_warning']}; "
@@ -129,13 +135,21 @@ def main():
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--folds", type=int, default=None,
+                        help="score trials by k-fold over training + validation instead of the validation split")
+    parser.add_argument("--priors", default=",".join(PRIORS), help="comma-separated, from " + ", ".join(PRIORS))
     args = parser.parse_args()
     if args.quick:
         args.splits, args.trials, args.epochs, args.seeds = 2, 3, 4, 1
     print(_common.machine(), flush=True)
+    priors = [p for p in args.priors.split(",") if p]
+    unknown = sorted(set(priors) - set(PRIORS))
+    if unknown:
+        parser.error(f"--priors: unknown {unknown}; allowed: {', '.join(PRIORS)}")
     print(f"prior_splits: imbalance {args.imbalance}, {args.splits} splits, {args.trials} trials, {args.epochs} "
-          f"epochs, {args.seeds} test seeds per row", flush=True)
-    per_split = [one_split(s, args.imbalance, args.trials, args.epochs, args.seeds) for s in range(args.splits)]
+          f"epochs, {args.seeds} test seeds per row, folds {args.folds}, priors {priors}", flush=True)
+    per_split = [one_split(s, args.imbalance, args.trials, args.epochs, args.seeds, args.folds, priors)
+                 for s in range(args.splits)]
     labels = list(per_split[0])
     hand = [label for label in labels if not label.startswith("pick")]
     best_hand = max(hand, key=lambda label: np.mean([row[label] for row in per_split]))
