@@ -174,7 +174,6 @@ def _calibration_warning(pick, baseline):
 
 
 _BOUNDED_ABOVE = ("auc", "f1", "accuracy", "acc", "precision", "recall", "iou")
-_SMALL_CLASS = 5  # validation examples of a class below which its per-class metric moves in big steps
 
 
 def warnings(result):
@@ -191,9 +190,9 @@ def warnings(result):
                          f"search cannot rank them; use a larger or harder validation set, or folds=k.")
     counts = result.context.validation_counts
     if counts and result.task.class_weighted:
-        small = [c for c, n in enumerate(counts) if n < _SMALL_CLASS]
+        small = sampling.small_classes(counts)
         if small:
-            found.append(f"validation classes {small} have fewer than {_SMALL_CLASS} examples "
+            found.append(f"validation classes {small} have fewer than {sampling.SMALL_CLASS} examples "
                          f"(counts {[int(counts[c]) for c in small]}): {name} moves in big steps with each of "
                          f"their predictions; search with folds=k over the training data, or a larger "
                          f"validation split.")

@@ -232,12 +232,19 @@ def stratified_indices(strata, n_boot, rng):
     return out
 
 
-SMALL_STRATUM = 5  # classes with fewer validation examples are resampled together, as one stratum
+# A class with fewer validation examples than this is too small to measure alone: its per-class metric moves in
+# big steps with each of its predictions (the search says so), and the bootstrap resamples such classes together.
+SMALL_CLASS = 5
+
+
+def small_classes(counts):
+    """The classes (indices into `counts`, validation examples per class) with fewer than SMALL_CLASS examples."""
+    return [c for c, n in enumerate(counts or []) if n < SMALL_CLASS]
 
 
 def strata_of(y_true, metric):
     """The bootstrap's strata: class ids for class labels (int ids or one-hot), except that the classes with
-    fewer than SMALL_STRATUM examples share one stratum (id -1): resampled within itself, a class of one
+    fewer than SMALL_CLASS examples share one stratum (id -1): resampled within itself, a class of one
     example would always be that example, and the error of measuring it (the largest on a long-tailed
     validation set) would vanish; pooled, each small class appears 0, 1, 2, ... times. One stratum (zeros)
     for "mae" and for multilabel 0/1 matrices."""
@@ -246,7 +253,7 @@ def strata_of(y_true, metric):
         return np.zeros(y.shape[0], dtype=np.int64)
     ids = class_ids(y)
     counts = np.bincount(ids)
-    return np.where(counts[ids] < SMALL_STRATUM, -1, ids)
+    return np.where(counts[ids] < SMALL_CLASS, -1, ids)
 
 
 # --- the bootstrap -----------------------------------------------------------------------------------------

@@ -183,9 +183,25 @@ def test_a_search_with_folds_scores_each_trial_over_every_fold(tmp_path):
     for t in result.trials:
         assert t.score == pytest.approx(np.mean(t.scores))
     assert "± " in out.getvalue() and "(3 repeats)" in out.getvalue()
+    assert "fewer than 5 examples" not in out.getvalue()  # folds score every example: no advice to use them
     config = result.best_config
     assert config["score_repeats"] == result.best_trial.scores and config["score_rule"] == "last_quarter"
     assert losstune.load_loss(result.export(tmp_path / "best.json")) is not None
+
+
+def test_a_search_says_before_training_when_validation_classes_are_too_small(tmp_path):
+    x, y = tiny_multiclass(n=60)
+    keep = np.concatenate([np.flatnonzero(y == c)[:n] for c, n in enumerate([6, 4, 1])])  # counts [6, 4, 1]
+    out = io.StringIO()
+    result = losstune.search(mlp(3, inputs=8), x, y, validation_data=(x[keep], y[keep]), tuner="random",
+                             space=LossSpace.from_dict(SPACE), max_trials=1, epochs=1, race=0,
+                             directory=str(tmp_path), stream=out)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == ("validation: classes [1, 2] have fewer than 5 examples (counts [4, 1]), so trial scores "
+                        "turn on a few predictions; folds=k over the training and validation data together scores "
+                        "every trial on all of them.")
+    assert sum("fewer than 5 examples" in line for line in lines) == 1
+    assert any("validation classes [1, 2] have fewer than 5 examples" in w for w in result.warnings())  # at the end
 
 
 def test_no_edge_warning_where_the_range_cannot_be_widened_and_like_with_like_spread():
