@@ -169,6 +169,48 @@ def test_a_layer_that_cannot_be_mapped_is_named():
         train_population([Member(build()), Member(build())], x, y, epochs=1, batch_size=BATCH, seed=SEED)
 
 
+class Doubled(keras.layers.Layer):
+    """Python code in the step (tf.py_function): `tf.vectorized_map` runs it as a loop over members."""
+
+    def call(self, x):
+        import tensorflow as tf
+
+        y = tf.py_function(lambda t: t * 2.0, [x], x.dtype)
+        y.set_shape(x.shape)
+        return y
+
+
+def test_a_python_op_is_refused_where_its_gradient_would_run_in_the_loop():
+    def build(python_first):
+        keras.utils.set_random_seed(SEED)
+        inner = [Doubled(name="python"), keras.layers.Dense(4)] if python_first else [
+            keras.layers.Dense(4), Doubled(name="python")]
+        model = keras.Sequential([keras.Input((8,))] + inner + [keras.layers.Dense(3)])
+        model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        return model
+
+    x, y = layer_data("Dense", TINY, N)
+    # After a weight layer its gradient runs inside the loop, which traces but fails when run: refused before
+    # anything trains, naming the layer (it used to pass the check and fail on the first batch).
+    expected = "a layer does not vectorize: Doubled 'python': the gradient of a Python op (EagerPyFunc"
+    assert expected in vectorizable(build(False))
+    members = [Member(build(False)), Member(build(False))]
+    before = members[0].model.get_weights()
+    with pytest.raises(NotVectorizable, match=r"the gradient of a Python op \(EagerPyFunc"):
+        train_population(members, x, y, epochs=1, batch_size=BATCH, seed=SEED)
+    for got, want in zip(members[0].model.get_weights(), before):
+        np.testing.assert_array_equal(got, want)
+    # On the shared input no gradient passes through it: it trains, as alone.
+    assert vectorizable(build(True)) is None
+    members = [Member(build(True)), Member(build(True))]
+    train_population(members, x, y, epochs=1, batch_size=BATCH, seed=SEED)
+    alone = build(True)
+    keras.utils.set_random_seed(SEED)
+    alone.fit(x, y, epochs=1, batch_size=BATCH, verbose=0)
+    for got, want in zip(members[0].model.get_weights(), alone.get_weights()):
+        np.testing.assert_allclose(got, want, atol=ATOL)
+
+
 def test_the_search_check_traces_recurrent_layers():
     # `vectorizable` (what a search asks before choosing populations) traced its step with eager constants
     # captured, which broke the mapping of a recurrent layer's while loop (LSTM, GRU): such models trained

@@ -7,6 +7,7 @@ import keras
 
 from losstune.optimizers import fresh_optimizer
 from losstune.population.engine import Engine, expand, finite_members, stack_variables
+from losstune.population.forward import check_runnable
 
 
 def _read(variable):
@@ -57,7 +58,7 @@ class TFEngine(Engine):
             specs[2] = tf.TensorSpec((self.size, None), tf.convert_to_tensor(self.first_batch[2]).dtype)
         self._train = tf.function(self._train_step, jit_compile=False, autograph=False, reduce_retracing=True)
         self._test = tf.function(self._test_step, jit_compile=False, autograph=False, reduce_retracing=True)
-        self._train.get_concrete_function(*specs, tf.TensorSpec((), tf.int64))
+        check_runnable(self._train.get_concrete_function(*specs, tf.TensorSpec((), tf.int64)))
         self._test.get_concrete_function(*specs)
 
     def _trace_probe(self, fn, preds):

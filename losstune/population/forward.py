@@ -183,7 +183,28 @@ def _trace_tf(total, w_shapes, nt_shapes, x_shapes, gradient):
             tape.gradient(value, stacked)
         return value
 
-    tf.function(step, autograph=False).get_concrete_function(*[tf.TensorSpec(s, d) for s, d in x_shapes])
+    check_runnable(tf.function(step, autograph=False).get_concrete_function(
+        *[tf.TensorSpec(s, d) for s, d in x_shapes]))
+
+
+_PYTHON_OPS = ("EagerPyFunc", "PyFunc", "PyFuncStateless")
+
+
+def check_runnable(concrete):
+    """Raise TypeError when a traced TensorFlow step (`concrete`, a ConcreteFunction) would fail when run
+    although it traced: the gradient of a Python op (tf.py_function, tf.numpy_function) inside a loop.
+    `tf.vectorized_map` has no converter for Python ops and loops over members, which runs forward, but the
+    gradient of a Python op inside that loop fails at run time ("Graph execution error"). A Python op on the
+    shared input (no gradient needed) runs."""
+    # TensorFlow (2.x): the gradient of a while loop is a library function named "<body>_grad_<n>"; a change
+    # is caught by tests/test_population_layers.py (a py_function after a Dense is refused by name).
+    for function in concrete.graph.as_graph_def().library.function:
+        if "_grad" in function.signature.name:
+            for node in function.node_def:
+                if node.op in _PYTHON_OPS:
+                    raise TypeError(f"the gradient of a Python op ({node.op}: tf.py_function or "
+                                    f"tf.numpy_function) would run inside tf.vectorized_map's loop over members, "
+                                    f"where TensorFlow cannot run it")
 
 
 def first_line(error):
