@@ -22,6 +22,7 @@ what choosing by the test set itself would give). Target (issue 21): at most 0.0
     python benchmarks/prior_splits.py                  # imbalance 50, 3 splits, 3 seeds (about 15 minutes)
     python benchmarks/prior_splits.py --quick          # 2 splits, 3 trials, 4 epochs, 1 seed
     python benchmarks/prior_splits.py --folds 5        # trials scored by 5-fold over training + validation
+    python benchmarks/prior_splits.py --model conv     # the conv case
 """
 
 import argparse
@@ -43,7 +44,20 @@ from losstune.stats import paired_difference
 PRIORS = ("validation", "balanced")
 
 
-def search(data, prior, trials, epochs, folds=None):
+def conv(hp=None):
+    """The conv case: the 8x8 digits as images, Conv2D + BatchNormalization + Dropout (population_search.py's)."""
+    return keras.Sequential([
+        keras.Input((64,)), keras.layers.Reshape((8, 8, 1)),
+        keras.layers.Conv2D(16, 3, padding="same", activation="relu"), keras.layers.BatchNormalization(),
+        keras.layers.MaxPooling2D(), keras.layers.Dropout(0.2), keras.layers.Flatten(),
+        keras.layers.Dense(10, activation="softmax"),
+    ])
+
+
+MODELS = {"mlp": quality.plain_mlp, "conv": conv}
+
+
+def search(data, prior, trials, epochs, folds=None, build=quality.plain_mlp):
     """One search on a split; the pick, its interval and what the search said. With `folds`, the search scores
     each trial by k-fold over the training and validation examples together (no separate validation set)."""
     directory = tempfile.mkdtemp()
@@ -52,7 +66,7 @@ def search(data, prior, trials, epochs, folds=None):
         xy = dict(x=np.concatenate([data[0], data[2]]), y=np.concatenate([data[1], data[3]]), folds=folds)
     else:
         xy = dict(x=data[0], y=data[1], validation_data=(data[2], data[3]))
-    result = losstune.search(quality.mlp, **xy, space="imbalanced_multiclass", tuner="bayesian", max_trials=trials,
+    result = losstune.search(lambda hp: build(), **xy, space="imbalanced_multiclass", tuner="bayesian", max_trials=trials,
                              epochs=epochs, batch_size=32, prior=prior, population="auto", directory=directory,
                              stream=io.StringIO())
     best = result.best_trial
@@ -75,7 +89,7 @@ def drw_scores(retrain, start):
         loss = losstune.families.get("crossentropy").build(
             {}, task="multiclass", class_weights=losstune.class_weights_from_counts(retrain.counts, 1.0))
         keras.utils.set_random_seed(seed)
-        model = quality.plain_mlp()
+        model = retrain.build()
         model.compile(optimizer=keras.optimizers.Adam(), loss=loss)
         keras.utils.set_random_seed(seed)
         callback = DeferredReweighting(Schedule(loss, start_epoch(start, retrain.epochs)))
@@ -105,14 +119,14 @@ def fmt_se(value):
     return "-" if value is None else f"{value:.4f}"
 
 
-def one_split(split, imbalance, trials, epochs, seeds, folds, priors):
+def one_split(split, imbalance, trials, epochs, seeds, folds, priors, build):
     data = score_rule.split_data(imbalance, seed=split)
     print(f"\n=== split {split}: {len(data[1])} training, validation per class "
           f"{np.bincount(data[3], minlength=10).tolist()}, {len(data[5])} test", flush=True)
-    retrain = quality.Retrainer(data, seeds, epochs)
+    retrain = quality.Retrainer(data, seeds, epochs, build)
     rows = {}
     for prior in priors:
-        info = search(data, prior, trials, epochs, folds)
+        info = search(data, prior, trials, epochs, folds, build)
         test = retrain.losstune_scores(lambda: info["build"](retrain.counts))
         rows[f"pick, prior={prior}" + (f", {folds} folds" if folds else "")] = test
         print(f"  prior={prior}: pick {info['pick']}" + (f" [recipe: {info['recipe']}]" if info["recipe"] else "")
@@ -138,6 +152,8 @@ def main():
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--folds", type=int, default=None,
                         help="score trials by k-fold over training + validation instead of the validation split")
+    parser.add_argument("--model", choices=sorted(MODELS), default="mlp",
+                        help="mlp (the digits MLP of quality.py) or conv (Conv2D + BatchNormalization + Dropout)")
     parser.add_argument("--priors", default=",".join(PRIORS), help="comma-separated, from " + ", ".join(PRIORS))
     args = parser.parse_args()
     if args.quick:
@@ -148,8 +164,10 @@ def main():
     if unknown:
         parser.error(f"--priors: unknown {unknown}; allowed: {', '.join(PRIORS)}")
     print(f"prior_splits: imbalance {args.imbalance}, {args.splits} splits, {args.trials} trials, {args.epochs} "
-          f"epochs, {args.seeds} test seeds per row, folds {args.folds}, priors {priors}", flush=True)
-    per_split = [one_split(s, args.imbalance, args.trials, args.epochs, args.seeds, args.folds, priors)
+          f"epochs, {args.seeds} test seeds per row, folds {args.folds}, priors {priors}, model {args.model}",
+          flush=True)
+    per_split = [one_split(s, args.imbalance, args.trials, args.epochs, args.seeds, args.folds, priors,
+                           MODELS[args.model])
                  for s in range(args.splits)]
     labels = list(per_split[0])
     hand = [label for label in labels if not label.startswith("pick")]

@@ -166,11 +166,11 @@ def plain_mlp():
                              keras.layers.Dense(10, activation="softmax")])
 
 
-def train_test(make_loss, data, seed, epochs, class_weight=None):
+def train_test(make_loss, data, seed, epochs, class_weight=None, build=plain_mlp):
     """Plain Keras: seed, build, compile, seed, fit on the training split; test macro-F1 of the last epoch."""
     x_tr, y_tr, _, _, x_te, y_te = data
     keras.utils.set_random_seed(seed)
-    model = plain_mlp()
+    model = build()
     model.compile(optimizer=keras.optimizers.Adam(), loss=make_loss(), steps_per_execution=4)
     keras.utils.set_random_seed(seed)
     model.fit(x_tr, y_tr, batch_size=32, epochs=epochs, shuffle=True, verbose=0, class_weight=class_weight)
@@ -182,8 +182,8 @@ def train_test(make_loss, data, seed, epochs, class_weight=None):
 class Retrainer:
     """Test scores over the fresh seeds, cached by what is trained (the same loss config trains the same model)."""
 
-    def __init__(self, data, seeds, epochs):
-        self.data, self.seeds, self.epochs = data, seeds, epochs
+    def __init__(self, data, seeds, epochs, build=plain_mlp):
+        self.data, self.seeds, self.epochs, self.build = data, seeds, epochs, build
         self.counts = np.bincount(data[1], minlength=10).tolist()
         self.cache = {}
         self.trainings = 0
@@ -192,7 +192,7 @@ class Retrainer:
     def scores(self, key, make_loss, class_weight=None):
         if key not in self.cache:
             start = time.perf_counter()
-            self.cache[key] = [train_test(make_loss, self.data, 1000 + k, self.epochs, class_weight)
+            self.cache[key] = [train_test(make_loss, self.data, 1000 + k, self.epochs, class_weight, self.build)
                                for k in range(self.seeds)]
             self.trainings += self.seeds
             self.seconds += time.perf_counter() - start
