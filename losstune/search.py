@@ -110,7 +110,8 @@ def _check_data(x, y, validation_data, batch_size, seed, folds):
     if folds:
         if validation_data is not None:
             raise ValueError("`validation_data` and `folds` exclude each other: with folds=k every trial "
-                             "validates on the held-out fold of (x, y); pass one of them.")
+                             "validates on the held-out fold of (x, y); pass one of them (to fold over both, "
+                             "concatenate them: x=np.concatenate([x, x_val]), y=np.concatenate([y, y_val])).")
         if inputs.is_dataset(x):
             raise ValueError(f"`folds` needs x and y as arrays to cut the folds from, got a {type(x).__name__} as "
                              f"`x`.")

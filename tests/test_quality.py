@@ -52,7 +52,8 @@ def test_search_refuses_unknown_score_rules_and_folds_with_validation_data(tmp_p
     x, y = tiny_multiclass(n=60)
     with pytest.raises(ValueError, match="`score` must be one of"):
         losstune.search(mlp(3, inputs=8), x, y, score="median", directory=str(tmp_path))
-    with pytest.raises(ValueError, match="`validation_data` and `folds` exclude each other"):
+    both = r"`validation_data` and `folds` exclude each other: .* concatenate them: x=np.concatenate\(\[x, x_val\]\)"
+    with pytest.raises(ValueError, match=both):
         losstune.search(mlp(3, inputs=8), x, y, validation_data=(x, y), folds=3, directory=str(tmp_path))
     with pytest.raises(ValueError, match="`folds` must be an integer >= 2, got 1"):
         losstune.search(mlp(3, inputs=8), x, y, folds=1, directory=str(tmp_path))
