@@ -14,7 +14,8 @@ _EXAMPLES = {
     "search": ("example: losstune search --data data.npz --model mymodels:build --space imbalanced_multiclass "
                "--trials 20 --epochs 10 --directory runs/mysearch\n"
                "data.npz holds x_train, y_train and optionally x_val, y_val (several inputs: x_train_0, x_train_1, ...);\n"
-               "without x_val, y_val the search holds out 20% of the training data, or cuts --folds K."),
+               "without x_val, y_val the search holds out 20% of the training data, or cuts --folds K\n"
+               "(with them, --folds K folds over training and validation data together)."),
     "show": "example: losstune show runs/demo --plots",
     "export": "example: losstune export runs/demo -o best_loss.json",
     "spaces": "example: losstune spaces",
@@ -51,7 +52,8 @@ def _search_options(p, trials, epochs, directory, population=1):
     p.add_argument("--repeats", type=int, default=1,
                    help="trainings per trial with different seeds; the score is their mean (default: %(default)s)")
     p.add_argument("--folds", type=int, default=None,
-                   help="score each trial by stratified k-fold over the training data (no validation set needed)")
+                   help="score each trial by stratified k-fold over the training data, and over x_val, y_val too "
+                        "where the file has them (every example is scored once)")
     p.add_argument("--race", type=int, default=3,
                    help="the N best trials get repeats until each has 3, then the pick: the best mean, or a "
                         "simpler loss within one standard error (0: off; default: %(default)s)")
@@ -148,12 +150,28 @@ def _load_builder(spec):
     return builder
 
 
+def _joined(train, val):
+    """Training and validation inputs as one: one array, or a list of arrays (one per model input)."""
+    import numpy as np
+
+    if isinstance(train, list):
+        return [np.concatenate([a, b]) for a, b in zip(train, val)]
+    return np.concatenate([train, val])
+
+
 def _run_search(args, builder, data, space, from_logits):
+    import numpy as np
+
     import losstune
 
+    x, y = data["x_train"], data["y_train"]
     validation = (data["x_val"], data["y_val"]) if "x_val" in data else None
+    if args.folds and validation is not None:  # folds score every example once: the validation set's too
+        x, y = _joined(x, validation[0]), np.concatenate([y, validation[1]])
+        validation = None
+        print(f"--folds {args.folds}: folding over x_train and x_val together ({len(y)} examples)", flush=True)
     result = losstune.search(
-        builder, data["x_train"], data["y_train"], validation_data=validation, space=space,
+        builder, x, y, validation_data=validation, space=space,
         objective=args.objective, tuner=args.tuner, max_trials=args.trials, epochs=args.epochs,
         seed=args.seed, directory=args.directory, overwrite=args.overwrite, from_logits=from_logits,
         batch_size=args.batch_size, confirm_seeds=args.confirm_seeds, verbose=1 if args.verbose else 0,

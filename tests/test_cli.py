@@ -127,6 +127,17 @@ def test_search_with_folds_needs_no_validation_arrays(npz_and_model):
     assert "(2 repeats)" in proc.stdout and "Traceback" not in proc.stderr
     result = losstune.SearchResult.from_directory(d / "cv")
     assert [len(t.scores) for t in result.trials] == [2, 2]
+    # A file with a validation set: --folds folds over both (every example scored once), and says so.
+    xv, yv = tiny_multiclass(n=30, seed=1)
+    np.savez(d / "both.npz", x_train=x, y_train=y, x_val=xv, y_val=yv)
+    proc = subprocess.run(_command() + ["search", "--data", "both.npz", "--model", "mymodels:build", "--space",
+                                        "imbalanced_multiclass", "--trials", "1", "--epochs", "1", "--tuner", "random",
+                                        "--folds", "2", "--race", "0", "--directory", "cv_both"],
+                          capture_output=True, text=True, env=ENV, cwd=d, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "--folds 2: folding over x_train and x_val together (120 examples)" in proc.stdout
+    counts = losstune.SearchResult.from_directory(d / "cv_both").context.class_counts
+    assert list(counts) == np.bincount(np.concatenate([y, yv])).tolist()
 
 
 def test_validation_features_the_model_cannot_take_exit_2_with_one_line(npz_and_model, capsys, monkeypatch):
