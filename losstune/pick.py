@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from statistics import NormalDist
 
 import numpy as np
 
@@ -93,10 +92,9 @@ def pick(trials, direction, sample_error=None):
 
     Only trials with the most repeats compete (after racing, the top candidates; otherwise all), so a lucky
     single run cannot beat means over several. The best mean wins unless a simpler candidate (the baseline,
-    then the space's recipes in order) is within `selection_margin(m)` standard errors of the paired
-    difference, counting the seeds' spread and, where predictions are kept, the validation sample's own error
-    (`sample_error`): then the simpler one is the pick, and the note says so (the one-standard-error rule,
-    widened for the m trials the best was chosen from).
+    then the space's recipes in order) is within one standard error of the paired difference, counting the
+    seeds' spread and, where predictions are kept, the validation sample's own error (`sample_error`): then
+    the simpler one is the pick, and the note says so (the one-standard-error rule).
     """
     done = [t for t in trials if layout.counts(t)]
     if not done:
@@ -105,36 +103,22 @@ def pick(trials, direction, sample_error=None):
     pool = [t for t in done if len(t.scores) == most] if most > 1 else done
     sign = stats.sign(direction)
     best = max(pool, key=lambda t: (sign * t.score, -t.simplicity, -int(t.trial_id)))
-    margin = selection_margin(len(done))
     simpler = []
     for t in pool:
         if t.simplicity >= best.simplicity:
             continue
         d = difference(best, t, direction, sample_error)
-        if d.se is not None and d.gap <= margin * d.se:
+        if d.se is not None and d.gap <= d.se:
             simpler.append((t, d))
     if not simpler:
         return best, best, ""
     pick, d = min(simpler, key=lambda c: (c[0].simplicity, -sign * c[0].score))
     label = "the baseline" if pick.is_baseline else f"the recipe '{pick.recipe}'"
-    within = ("within one standard error" if margin == 1.0 else
-              f"within {margin:.2f} standard errors (the lead the best of {len(done)} trials has by chance alone)")
     return best, pick, (
         f"picked {label} (trial {pick.trial_id}): the best mean, trial {best.trial_id} "
-        f"({best.describe_loss()}), is better by {d.gap:+.4f} only, {within}; standard error {d.describe_se()} "
+        f"({best.describe_loss()}), is better by {d.gap:+.4f} only, within one standard error ({d.describe_se()}) "
         f"of the paired difference over {most} repeat(s), so it cannot be told apart from the simpler loss."
     )
-
-
-def selection_margin(m):
-    """How many standard errors the best of `m` trials must lead a simpler candidate by to be the pick: one
-    (the one-standard-error rule), or more where the best is a maximum over many trials, whose lead over an
-    equal candidate grows with their number (the winner's curse): the expected maximum of m standard normal
-    variables (Blom's approximation, Phi^-1((m - 0.375) / (m + 0.25))): 1.43 for 8 trials, 2.04 for 30.
-    Measured on long-tailed digits with 5 folds (benchmarks/README.md, "prior_splits"): 30-trial searches
-    picked searched points that led logit adjustment by more than one standard error on the folds and lost
-    to it on the test set."""
-    return max(1.0, NormalDist().inv_cdf((m - 0.375) / (m + 0.25))) if m > 1 else 1.0
 
 
 def unraced_note(trials, best, direction):

@@ -8,7 +8,6 @@ import pytest
 
 import losstune
 from losstune import inputs, stats
-from losstune import pick as pick_module
 from losstune.lossspace import LossSpace, TrialLoss
 from losstune.result import SearchContext, SearchResult, TrialRecord
 from losstune.tuner import _known_first, active_values
@@ -156,27 +155,6 @@ def test_one_standard_error_rule_prefers_the_recipe_it_cannot_tell_apart():
     clear = _record(8, [0.86, 0.89, 0.87])  # better on every paired repeat
     result = _result([recipe, clear])
     assert result.best_trial is clear and result.pick_note == ""
-
-
-def test_the_margin_grows_with_the_trials_the_best_was_chosen_from():
-    # The expected maximum of m standard normals, by numerical integration of m x phi(x) Phi(x)^(m-1).
-    from math import erf
-
-    x = np.linspace(-8, 8, 20001)
-    phi, cdf = np.exp(-x * x / 2) / np.sqrt(2 * np.pi), 0.5 * (1 + np.vectorize(erf)(x / np.sqrt(2)))
-    for m in (8, 16, 30, 100):
-        expected_max = float(np.sum(x * m * phi * cdf ** (m - 1)) * (x[1] - x[0]))
-        assert pick_module.selection_margin(m) == pytest.approx(expected_max, abs=0.02)
-    assert [pick_module.selection_margin(m) for m in (1, 2, 3)] == [1.0, 1.0, 1.0]  # the one-SE rule
-
-    recipe = _record(1, [0.80, 0.82, 0.80], TrialLoss("crossentropy", {"label_smoothing": 0.0}, 1.0),
-                     recipe="inverse-frequency", recipe_index=0)
-    searched = _record(7, [0.80, 0.83, 0.82])  # leads by +0.01, paired SE 0.0058: 1.73 standard errors
-    assert _result([recipe, searched]).best_trial is searched  # chosen from 2 trials: a clear lead
-    others = [_record(10 + k, [0.5, 0.5, 0.5]) for k in range(28)]
-    result = _result([recipe, searched] + others)  # chosen from 30: 2.04 standard errors needed
-    assert result.best_mean_trial is searched and result.best_trial is recipe
-    assert "within 2.04 standard errors (the lead the best of 30 trials has by chance alone)" in result.pick_note
 
 
 def test_warnings_say_what_to_do():
