@@ -160,14 +160,12 @@ def _joined(train, val):
 
 
 def _run_search(args, builder, data, space, from_logits):
-    import numpy as np
-
     import losstune
 
     x, y = data["x_train"], data["y_train"]
     validation = (data["x_val"], data["y_val"]) if "x_val" in data else None
     if args.folds and validation is not None:  # folds score every example once: the validation set's too
-        x, y = _joined(x, validation[0]), np.concatenate([y, validation[1]])
+        x, y = _joined(x, validation[0]), _joined(y, validation[1])
         validation = None
         print(f"--folds {args.folds}: folding over x_train and x_val together ({len(y)} examples)", flush=True)
     result = losstune.search(

@@ -56,8 +56,7 @@ def train_fold_members(hypermodel, by_execution, fit, stream, verbose=0):
     execution) trained together over the whole (x, y), one population per architecture, each member holding
     out its execution's fold and validating on it (`train_population(holdout=)`). Each member starts from its
     own execution's initial weights; the batches follow the first execution's seed (in fold-by-fold training
-    each fold's order comes from its own seed) and are k / (k - 1) times `batch_size`, so that a member keeps
-    about `batch_size` examples a step and takes as many steps an epoch as fold-by-fold training. A group that cannot be one population trains fold by fold,
+    each fold's order comes from its own seed). A group that cannot be one population trains fold by fold,
     one member at a time, with one line on `stream` saying why."""
     executions = sorted(by_execution)
     members = [m for e in executions for m in by_execution[e]]
