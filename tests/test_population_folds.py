@@ -80,6 +80,42 @@ def test_holdout_is_checked_before_training():
                          holdout=HOLDOUT)
 
 
+def dropout_member(seed, seed_state_of=None):
+    """A member as a fold search builds it for the execution of `seed` (its own initial weights and Dropout
+    seed state); with `seed_state_of`, the Dropout seed state of that other model instead."""
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(12, activation="relu"), keras.layers.Dropout(0.3),
+                              keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer="adam", loss=focal(1.0), metrics=[objectives.MacroF1()])
+    if seed_state_of is not None:
+        for mine, theirs in zip(model.non_trainable_variables, seed_state_of.non_trainable_variables):
+            if mine.name == "seed_generator_state":
+                mine.assign(theirs.numpy())
+    return Member(model)
+
+
+def test_members_of_other_folds_draw_dropout_from_the_first_members_seed_state_without_a_loop():
+    # A fold search builds each member for its own execution (seed), so the members' Dropout seed states
+    # differ. Mapped per member, TensorFlow draws the mask in a loop over members (no vectorized form of
+    # StatelessRandomGetKeyCounter / StatelessRandomUniformV2 for a per-member seed): folds as members draw one
+    # mask for all members from the first member's state, as they follow one order of batches.
+    from tests.helpers import pfor_loops
+
+    seeds = [SEED, SEED + 1, SEED + 2]
+    with pfor_loops() as loops:
+        group = [dropout_member(s) for s in seeds]
+        train_population(group, X, Y, epochs=2, batch_size=16, seed=SEED, holdout=HOLDOUT)
+    assert loops == [], f"ops mapped by a loop over members: {loops}"
+    # Each member keeps its own initial weights; only the Dropout draws are the first member's.
+    first = dropout_member(SEED).model
+    given = [dropout_member(s, seed_state_of=first) for s in seeds]
+    train_population(given, X, Y, epochs=2, batch_size=16, seed=SEED, holdout=HOLDOUT)
+    for member, expected in zip(group, given):
+        for a, b in zip(member.model.get_weights(), expected.model.get_weights()):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    assert not np.allclose(group[0].model.get_weights()[0], group[1].model.get_weights()[0])
+
+
 JAX_SCRIPT = r"""
 import json, sys
 import numpy as np

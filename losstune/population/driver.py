@@ -38,6 +38,8 @@ def train_population(members, x, y=None, *, validation_data=None, epochs, batch_
             `groups.member_loss`), and validates on its held-out examples (`validation_data` must be None).
             A held-out example's label never reaches the member's gradient; its features do pass through the
             model in the batch, so BatchNormalization's batch statistics (and moving averages) include them.
+            Random layers (Dropout, noise, augmentation) draw once for all members, from the first member's
+            seed state (members of different folds may come from different seeds: their own initial weights).
         verbose: 0 silent, 1 a line for the plan and one per epoch.
 
     Returns:

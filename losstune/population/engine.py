@@ -147,7 +147,15 @@ class Engine(abc.ABC):
         self._build([model for g in self.groups if not g.mapped for model in g.models])
 
     def _shared_seed_states(self):
-        """Indices of the non-trainable variables that are seed-generator states equal in all members."""
+        """Indices of the non-trainable variables that are seed-generator states passed once to all members
+        (`forward.Forward`, with the first member's value): those equal in all members, and with `masked`
+        (folds as members) every one. Members of different folds are built from different seeds (their own
+        initial weights), so their states differ; mapped per member, such a state makes TensorFlow draw each
+        random op (Dropout's mask: StatelessRandomGetKeyCounter, StatelessRandomUniformV2) in a loop over
+        members, having no vectorized form for a per-member seed. Folds as members draw one mask for all
+        members, from the first member's state, as they follow one order of batches (`train_population`)."""
+        if self.masked:
+            return seed_states(self.template)
         out = []
         for i in seed_states(self.template):
             value = np.asarray(self.template.non_trainable_variables[i].numpy())

@@ -16,9 +16,10 @@ class Forward:
 
     Returns the stacked outputs, the stacked updated non-trainable values and the members' additional
     losses (regularizers, `add_loss`), each summed to one scalar per member. Non-trainable variables listed
-    in `shared` (seed-generator states equal in every member) are passed once, not mapped: Dropout then
-    draws one mask for all members, exactly the mask each solo trial draws, and TensorFlow needs no
-    per-member loop for the random op.
+    in `shared` (seed-generator states equal in every member; with folds as members, every one, the first
+    member's) are passed once, not mapped: Dropout then draws one mask for all members, the mask each solo
+    trial draws, and TensorFlow needs no per-member loop for the random op (it has no vectorized form of
+    StatelessRandomGetKeyCounter / StatelessRandomUniformV2 for a per-member seed, and loops).
 
     When the mapped call fails and `diagnose` is on, the error raised is a `LayerNotMapped` naming the first
     layer whose mapped call fails (see `failing_layer`): a population refused says which layer to change.

@@ -55,8 +55,9 @@ def train_fold_members(hypermodel, by_execution, fit, stream, verbose=0):
     """Folds as members: the members of several fold executions ({execution: members}, each built for its
     execution) trained together over the whole (x, y), one population per architecture, each member holding
     out its execution's fold and validating on it (`train_population(holdout=)`). Each member starts from its
-    own execution's initial weights; the batches follow the first execution's seed (in fold-by-fold training
-    each fold's order comes from its own seed). A group that cannot be one population trains fold by fold,
+    own execution's initial weights; the batches, and the random layers' draws (Dropout's mask: one for all
+    members, from the first member's seed state), follow the first execution's seed (in fold-by-fold training
+    each fold draws both from its own seed). A group that cannot be one population trains fold by fold,
     one member at a time, with one line on `stream` saying why."""
     executions = sorted(by_execution)
     members = [m for e in executions for m in by_execution[e]]
