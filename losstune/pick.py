@@ -91,10 +91,12 @@ def pick(trials, direction, sample_error=None):
     """(best by mean, the pick, a note): the honest pick among the best-repeated completed trials.
 
     Only trials with the most repeats compete (after racing, the top candidates; otherwise all), so a lucky
-    single run cannot beat means over several. The best mean wins unless a simpler candidate (the baseline,
-    then the space's recipes in order) is within one standard error of the paired difference, counting the
-    seeds' spread and, where predictions are kept, the validation sample's own error (`sample_error`): then
-    the simpler one is the pick, and the note says so (the one-standard-error rule).
+    single run cannot beat means over several. The best of the simple candidates (the baseline and the space's
+    recipes, by mean) is the pick unless the best searched trial leads it by more than the lead the best of m
+    searched trials shows by chance: `stats.selection_margin(m)` standard errors of their paired difference
+    (at least one: the one-standard-error rule), counting the seeds' spread and, where predictions are kept,
+    the validation sample's own error (`sample_error`). The note says which way the comparison went, and when
+    the pick cannot be told from the baseline.
     """
     done = [t for t in trials if layout.counts(t)]
     if not done:
@@ -102,23 +104,38 @@ def pick(trials, direction, sample_error=None):
     most = max(len(t.scores) for t in done)
     pool = [t for t in done if len(t.scores) == most] if most > 1 else done
     sign = stats.sign(direction)
-    best = max(pool, key=lambda t: (sign * t.score, -t.simplicity, -int(t.trial_id)))
-    simpler = []
-    for t in pool:
-        if t.simplicity >= best.simplicity:
-            continue
-        d = difference(best, t, direction, sample_error)
-        if d.se is not None and d.gap <= d.se:
-            simpler.append((t, d))
-    if not simpler:
-        return best, best, ""
-    pick, d = min(simpler, key=lambda c: (c[0].simplicity, -sign * c[0].score))
-    label = "the baseline" if pick.is_baseline else f"the recipe '{pick.recipe}'"
-    return best, pick, (
-        f"picked {label} (trial {pick.trial_id}): the best mean, trial {best.trial_id} "
-        f"({best.describe_loss()}), is better by {d.gap:+.4f} only, within one standard error ({d.describe_se()}) "
-        f"of the paired difference over {most} repeat(s), so it cannot be told apart from the simpler loss."
-    )
+
+    def best_of(candidates):
+        return max(candidates, key=lambda t: (sign * t.score, -t.simplicity, -int(t.trial_id)), default=None)
+
+    best, anchor = best_of(pool), best_of([t for t in pool if t.is_simple])
+    if anchor is None or anchor is best:
+        return best, best, _baseline_note(best, pool, direction, sample_error)
+    searched = sum(not t.is_simple for t in done)
+    margin = stats.selection_margin(searched)
+    d = difference(best, anchor, direction, sample_error)
+    if d.se is None or d.gap > margin * d.se:
+        return best, best, _baseline_note(best, pool, direction, sample_error)
+    label = "the baseline" if anchor.is_baseline else f"the recipe '{anchor.recipe}'"
+    note = (f"picked {label} (trial {anchor.trial_id}): the best mean, trial {best.trial_id} "
+            f"({best.describe_loss()}), leads it by {d.gap:+.4f} only, within "
+            + ("one standard error" if margin == 1.0 else f"{margin:.2f} x the standard error")
+            + f" ({d.describe_se()}) of the paired difference over {most} repeat(s)"
+            + ("" if margin == 1.0 else f", the lead the best of {searched} searched trials shows by chance")
+            + ", so it cannot be told apart from the simpler loss.")
+    return best, anchor, " ".join(filter(None, [note, _baseline_note(anchor, pool, direction, sample_error)]))
+
+
+def _baseline_note(chosen, pool, direction, sample_error):
+    """A note when `chosen` cannot be told from the baseline (within one standard error); "" otherwise."""
+    baseline = next((t for t in pool if t.is_baseline), None)
+    if baseline is None or chosen is baseline:
+        return ""
+    d = difference(chosen, baseline, direction, sample_error)
+    if d.se is None or d.gap > d.se:
+        return ""
+    return (f"The pick leads the baseline (trial {baseline.trial_id}) by {d.gap:+.4f} only, within one standard "
+            f"error ({d.describe_se()}): it cannot be told apart from the baseline on this validation data.")
 
 
 def unraced_note(trials, best, direction):

@@ -83,7 +83,7 @@ class TrialRecord:
     scores: list = dataclasses.field(default_factory=list)  # one per repeat (seed, fold; racing adds more)
     se: float | None = None  # standard error of `score` (None with a single repeat)
     recipe: str | None = None  # the name of the space's recipe this trial is
-    recipe_index: int = 0  # its place in the space's list (simpler first)
+    recipe_index: int = 0  # its place in the space's list (it breaks ties of means)
     stopped: dict | None = None  # stopped early by a pruning rule: {"epoch", "value", "median" or "rung", ...}
     ece: float | None = None  # expected calibration error on validation, mean over repeats (tasks with one)
     se_seed: float | None = None  # the part of `se` from the repeats' spread
@@ -95,9 +95,14 @@ class TrialRecord:
         return "STOPPED" if self.stopped and self.status == layout.COMPLETED else self.status
 
     @property
+    def is_simple(self):
+        """The baseline or one of the space's recipes: what the pick falls back to (pick.py)."""
+        return self.is_baseline or self.recipe is not None
+
+    @property
     def simplicity(self):
-        """0 for the baseline, 1 + i for the space's i-th recipe, then every searched trial: what the pick
-        prefers when two candidates cannot be told apart."""
+        """0 for the baseline, 1 + i for the space's i-th recipe, then every searched trial: the order that
+        breaks a tie of means."""
         return 0 if self.is_baseline else (1 + self.recipe_index if self.recipe is not None else 1000)
 
     def describe_score(self):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 
 import numpy as np
 
@@ -16,6 +17,15 @@ def t975(df):
     if df < 1:
         raise ValueError(f"`df` must be >= 1, got {df!r}.")
     return _T975[max(d for d in _T975 if d <= df)] if df <= 30 else 1.96
+
+
+def selection_margin(m):
+    """How many standard errors the best of `m` equally good candidates leads by chance: the expected maximum
+    of m standard normals (Blom's approximation, within 0.03 of the exact value), and at least 1 (the
+    one-standard-error rule). 1.42 for 8 candidates, 1.87 for 20, 2.04 for 30."""
+    if m < 1:
+        raise ValueError(f"`m` must be >= 1, got {m!r}.")
+    return max(1.0, NormalDist().inv_cdf((m - 0.375) / (m + 0.25)))
 
 
 def paired_difference(best, baseline):

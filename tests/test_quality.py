@@ -157,6 +157,52 @@ def test_one_standard_error_rule_prefers_the_recipe_it_cannot_tell_apart():
     assert result.best_trial is clear and result.pick_note == ""
 
 
+def test_the_pick_falls_back_to_the_best_simple_candidate_not_the_simplest():
+    # The baseline, the recipe and the searched trial are all within one standard error of each other: the
+    # pick is the better of the two simple candidates (the recipe), and the note says the baseline cannot be
+    # told apart from it.
+    baseline = _record(0, [0.80, 0.81, 0.82], TrialLoss("crossentropy", {"label_smoothing": 0.0}, 0.0),
+                       is_baseline=True)
+    recipe = _record(1, [0.81, 0.83, 0.81], TrialLoss("crossentropy", {"label_smoothing": 0.0}, 1.0),
+                     recipe="inverse-frequency", recipe_index=0)
+    searched = _record(7, [0.83, 0.82, 0.81])  # 0.38 standard errors above the recipe, 0.87 above the baseline
+    result = _result([baseline, recipe, searched])
+    assert result.best_mean_trial is searched and result.best_trial is recipe
+    assert "picked the recipe 'inverse-frequency' (trial 1)" in result.pick_note
+    assert "cannot be told apart from the baseline" in result.pick_note
+    # the recipe leads the baseline on every repeat by 0.01 (SE 0): told apart, nothing said
+    clear = _record(1, [0.81, 0.83, 0.81], TrialLoss("crossentropy", {"label_smoothing": 0.0}, 1.0),
+                    recipe="inverse-frequency", recipe_index=0)
+    low = _record(0, [0.70, 0.75, 0.72], TrialLoss("crossentropy", {"label_smoothing": 0.0}, 0.0), is_baseline=True)
+    result = _result([low, clear])
+    assert result.best_trial is clear and result.pick_note == ""
+
+
+def test_the_best_of_many_searched_trials_must_lead_by_more_than_chance():
+    # The best searched trial leads the recipe by gaps 0.00, 0.02, 0.01 over three paired repeats: +0.01 with a
+    # standard error of 0.0058, 1.73 standard errors. Enough when it is the only searched trial; not when it
+    # is the best of 30, which lead by about 2.04 standard errors by chance alone.
+    recipe = _record(1, [0.80, 0.80, 0.80], TrialLoss("crossentropy", {"label_smoothing": 0.0}, 1.0),
+                     recipe="logit adjustment", recipe_index=0)
+    best = _record(7, [0.80, 0.82, 0.81])
+    assert _result([recipe, best]).best_trial is best
+    others = [_record(100 + i, [0.70]) for i in range(29)]  # single runs: they count as searched, not in the race
+    crowd = _result([recipe, best] + others)
+    assert crowd.best_mean_trial is best and crowd.best_trial is recipe
+    assert "within 2.04 x the standard error (0.0058: seeds 0.0058)" in crowd.pick_note
+    assert "the lead the best of 30 searched trials shows by chance" in crowd.pick_note
+
+
+def test_the_selection_margin_is_the_expected_maximum_of_normals():
+    rng = np.random.default_rng(0)
+    for m in (5, 8, 20, 30, 100):
+        simulated = rng.standard_normal((20000, m)).max(axis=1).mean()  # SE of this mean ~0.004
+        assert stats.selection_margin(m) == pytest.approx(simulated, abs=0.03), m
+    assert [stats.selection_margin(m) for m in (1, 2, 3)] == [1.0, 1.0, 1.0]  # never below the one-SE rule
+    with pytest.raises(ValueError, match="`m` must be >= 1, got 0"):
+        stats.selection_margin(0)
+
+
 def test_warnings_say_what_to_do():
     records = [
         _record(0, [1.0, 1.0, 1.0]), _record(1, [1.0, 1.0, 1.0], TrialLoss("focal", {"gamma": 5.0}, 0.5)),
