@@ -3,7 +3,7 @@
 Two measurements, side by side in one process (TensorFlow backend):
 
 1. One convolution layer, forward and backward, for K = 8 members three ways: one grouped convolution of the
-   members' inputs laid side by side in the channels (how `population/grouped_conv.py` maps a Conv2D with
+   members' inputs laid side by side in the channels (how `population/converters.py` maps a Conv2D with
    per-member filters), a loop of K convolutions in one `tf.function`, and K calls of one member's
    convolution (what K serial trials run). Also the first layer, whose input all members share: one
    convolution with K x F filters against K calls. If the grouped form were much slower than the loop, a

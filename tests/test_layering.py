@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "losstune"
 # are mapped and their losses grouped; the engines; the epoch driver; trials trained as populations.
 POPULATION_LAYERS = [
     {"losstune.population.member", "losstune.population.stream", "losstune.population.sizing",
-     "losstune.population.grouped_conv"},
+     "losstune.population.converters"},
     {"losstune.population.forward"},
     {"losstune.population.eligibility", "losstune.population.groups"},
     {"losstune.population.engine"},

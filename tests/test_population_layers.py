@@ -48,7 +48,7 @@ class Row:
 
 ROWS = [
     Row("Dense"), Row("Conv1D"), Row("Conv2D"),
-    Row("Conv3D"),  # grouped_conv: depth taps of grouped Conv2Ds (TensorFlow maps Conv3D by a loop)
+    Row("Conv3D"),  # converters.py: depth taps of grouped Conv2Ds (TensorFlow maps Conv3D by a loop)
     Row("DepthwiseConv2D"), Row("SeparableConv2D"), Row("Conv2DTranspose"),
     Row("MaxPooling2D"), Row("AveragePooling2D"), Row("GlobalAveragePooling2D"),
     Row("BatchNormalization", validate=True), Row("LayerNormalization"), Row("GroupNormalization"),
@@ -244,7 +244,7 @@ def test_an_embedding_inside_a_custom_layer_is_found():
 
 
 def test_tensorflow_pfor_fallback_converter_takes_what_grouped_conv3d_does_not_map():
-    # TensorFlow private (2.x): grouped_conv's Conv3D converter hands a case it does not map (here a filter
+    # TensorFlow private (2.x): converters.py's Conv3D converter hands a case it does not map (here a filter
     # shared by all members) to `pfor._fallback_converter`, the loop TensorFlow uses for an op without one.
     import inspect
 
@@ -258,9 +258,43 @@ def test_tensorflow_pfor_fallback_converter_takes_what_grouped_conv3d_does_not_m
     x, f = rng.normal(size=(2, 3, 4, 4, 4, 2)).astype("float32"), rng.normal(size=(2, 2, 2, 2, 3)).astype("float32")
     with pfor_loops() as loops:
         mapped = vmap(lambda a: tf.nn.conv3d(a, f, [1] * 5, "VALID"), tf.constant(x))
-    assert loops == ["Conv3D"] and getattr(pfor._pfor_converter_registry["Conv3D"], "losstune_grouped", False)
+    assert loops == ["Conv3D"] and getattr(pfor._pfor_converter_registry["Conv3D"], "losstune_converter", False)
     for k in range(2):
         np.testing.assert_allclose(mapped[k], tf.nn.conv3d(x[k], f, [1] * 5, "VALID"), atol=1e-5)
+
+
+def test_keras_accuracy_metric_maps_without_a_loop():
+    # Keras's "accuracy" takes an argmax, which calls signbit, a Bitcast on TensorFlow: pfor has no converter
+    # for Bitcast and looped over members (converters.py adds one). Members equal their solo trainings.
+    from losstune.population.forward import vmap
+
+    x, y = layer_data("Dense", TINY, N, seed=0)
+
+    def compiled(gamma):
+        keras.utils.set_random_seed(SEED)
+        model = keras.Sequential([keras.Input(TINY.shapes["flat"]), keras.layers.Dense(TINY.width, activation="relu"),
+                                  keras.layers.Dense(3, activation="softmax")])
+        model.compile(optimizer="adam", loss=families.get("focal").build({"gamma": gamma}, task="multiclass"),
+                      metrics=["accuracy"])
+        return model
+
+    with pfor_loops() as loops:
+        members = [Member(compiled(g)) for g in (0.5, 2.0)]
+        train_population(members, x, y, validation_data=(x[:N_VAL], y[:N_VAL]), epochs=EPOCHS, batch_size=BATCH,
+                         seed=SEED)
+    assert loops == [], f"ops mapped by a loop over members: {loops}"
+    solo = compiled(2.0)
+    keras.utils.set_random_seed(SEED)
+    history = solo.fit(x, y, validation_data=(x[:N_VAL], y[:N_VAL]), epochs=EPOCHS, batch_size=BATCH,
+                       shuffle=True, verbose=0).history
+    for key in ("accuracy", "val_accuracy"):
+        np.testing.assert_allclose(members[1].history[key], history[key], atol=1e-6)
+    # the converter itself: a stacked bitcast between types of one width and to a narrower type
+    import tensorflow as tf
+
+    values = tf.constant([[1.5, -2.0], [0.0, -0.0]])
+    np.testing.assert_array_equal(vmap(lambda v: tf.bitcast(v, tf.int32), values), tf.bitcast(values, tf.int32))
+    np.testing.assert_array_equal(vmap(lambda v: tf.bitcast(v, tf.uint8), values), tf.bitcast(values, tf.uint8))
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -172,7 +172,7 @@ def test_grouped_conv2d_converter_matches_each_members_convolution():
     filters = rng.normal(size=(3, 2, 2, 2, 4)).astype("float32")  # K = 3 members
     stacked_x = rng.normal(size=(3, 5, 6, 6, 2)).astype("float32")
     mapped = vmap(lambda a: tf.nn.conv2d(a[0], a[1], 1, "VALID"), (tf.constant(stacked_x), tf.constant(filters)))
-    assert getattr(pfor._pfor_converter_registry["Conv2D"], "losstune_grouped", False)
+    assert getattr(pfor._pfor_converter_registry["Conv2D"], "losstune_converter", False)
     for k in range(3):
         np.testing.assert_allclose(mapped[k], tf.nn.conv2d(stacked_x[k], filters[k], 1, "VALID"), atol=1e-5)
 

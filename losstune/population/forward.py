@@ -8,7 +8,7 @@ import re
 import keras
 from keras import ops
 
-from losstune.population.grouped_conv import install_grouped_convolutions
+from losstune.population.converters import install_converters
 
 
 class Forward:
@@ -82,7 +82,7 @@ def vmap(fn, elements):
         return jax.vmap(fn)(elements)
     import tensorflow as tf
 
-    install_grouped_convolutions()
+    install_converters()
     return tf.vectorized_map(fn, elements, fallback_to_while_loop=True)
 
 

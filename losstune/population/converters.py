@@ -1,4 +1,5 @@
-"""TensorFlow `pfor` converters that map a Conv2D or Conv3D over per-member filters as grouped convolutions.
+"""TensorFlow `pfor` converters that `tf.vectorized_map` lacks or maps by a loop over members: Conv2D and
+Conv3D over per-member filters as grouped convolutions, and Bitcast.
 
 Relies on TensorFlow private names (2.x) of `tensorflow.python.ops.parallel_for.pfor`: the converter
 registry, `_create_op`, `wrap`, `_fallback_converter` and the `_PforInput` / `WrappedTensor` objects a
@@ -9,19 +10,24 @@ one is missing, TensorFlow's own conversion stays.
 from __future__ import annotations
 
 
-def install_grouped_convolutions():
-    """Teach `tf.vectorized_map` to map a Conv2D or Conv3D over per-member filters as grouped convolutions.
+def install_converters():
+    """Teach `tf.vectorized_map` to map, without a loop over members:
 
-    TensorFlow's own Conv2D converter wants the filter to be the same in every iteration, and it has none
-    for Conv3D: either way it falls back to a loop over members (forward and backward). K members' filters
-    (K, kh, kw, C, F) are one grouped convolution of the members' inputs laid side by side in the channels
-    (B, H, W, K*C) with K groups, or, when all members see the same input (a first layer), one convolution
-    with K*F output channels. Same arithmetic per output element as the members' own convolutions, and
-    faster than the loop (figures in benchmarks/README.md). TensorFlow's CPU kernels have no grouped Conv3D:
-    a Conv3D of per-member inputs is the sum over the kernel's depth taps of grouped Conv2Ds (each on the
-    input's depth slices that tap reads), of a shared input one Conv3D with K*F output channels. Installed
-    once per process, for NHWC / NDHWC ops with per-member filters only; anything else is converted as
-    before.
+    - a Conv2D or Conv3D over per-member filters, as grouped convolutions. TensorFlow's own Conv2D converter
+      wants the filter to be the same in every iteration, and it has none for Conv3D: either way it falls back
+      to a loop over members (forward and backward). K members' filters (K, kh, kw, C, F) are one grouped
+      convolution of the members' inputs laid side by side in the channels (B, H, W, K*C) with K groups, or,
+      when all members see the same input (a first layer), one convolution with K*F output channels. Same
+      arithmetic per output element as the members' own convolutions, and faster than the loop (figures in
+      benchmarks/README.md). TensorFlow's CPU kernels have no grouped Conv3D: a Conv3D of per-member inputs is
+      the sum over the kernel's depth taps of grouped Conv2Ds (each on the input's depth slices that tap
+      reads), of a shared input one Conv3D with K*F output channels. For NHWC / NDHWC ops with per-member
+      filters only; anything else is converted as before.
+    - a Bitcast (Keras's `ops.argmax` calls `signbit`, a Bitcast: every "accuracy" metric has one): it
+      reinterprets each element's bits, changing at most the trailing axes, so the stacked tensor is bitcast
+      as it is.
+
+    Installed once per process.
     """
     try:
         from tensorflow.python.ops.parallel_for import pfor as pfor_lib
@@ -30,15 +36,27 @@ def install_grouped_convolutions():
         # `vectorized_map` calls for it; an op type without an entry is converted by `_fallback_converter`
         # (a loop over iterations). Replacing or adding the entry is how a converter is installed.
         registry = pfor_lib._pfor_converter_registry
-        original = {"Conv2D": registry["Conv2D"], "Conv3D": pfor_lib._fallback_converter}
+        original = {"Conv2D": registry["Conv2D"], "Conv3D": pfor_lib._fallback_converter,
+                    "Bitcast": registry.get("Bitcast")}  # a TensorFlow with its own Bitcast converter keeps it
     except (ImportError, AttributeError, KeyError):  # another TensorFlow: keep its conversion
         return
-    for op_type, make in (("Conv2D", _grouped_conv2d), ("Conv3D", _grouped_conv3d)):
-        if getattr(registry.get(op_type), "losstune_grouped", False):
+    for op_type, make in (("Conv2D", _grouped_conv2d), ("Conv3D", _grouped_conv3d), ("Bitcast", _bitcast)):
+        if getattr(registry.get(op_type), "losstune_converter", False) or (op_type == "Bitcast" and original[op_type]):
             continue
         convert = make(pfor_lib, original[op_type])
-        convert.losstune_grouped = True
+        convert.losstune_converter = True
         registry[op_type] = convert
+
+
+def _bitcast(pfor_lib, _original):
+    import tensorflow as tf
+
+    def convert(pfor_input):
+        # TensorFlow private (2.x): `_PforInput.stacked_input(i)` and `.get_attr(name)`, as TensorFlow's own
+        # converters (Cast) use them.
+        return [pfor_lib.wrap(tf.bitcast(pfor_input.stacked_input(0), pfor_input.get_attr("type")), True)]
+
+    return convert
 
 
 def _unsupported(pfor_input, data_format):
