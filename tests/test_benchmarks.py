@@ -22,3 +22,17 @@ def test_benchmark_quick(script):
                           text=True, env=env, cwd=ROOT, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert EXPECT[script] in proc.stdout and "machine:" in proc.stdout
+
+
+@pytest.mark.benchmark
+def test_conv_step_profile_quick():
+    # benchmarks/conv_step.py --profile reads tf.profiler's trace (TensorFlow private (2.x): the XSpace protobuf,
+    # "node:OpType" events on "tf_Compute" lines); a TensorFlow that changes it prints "no op trace" here.
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "conv_step.py"), "--quick", "--profile"],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "no op trace" not in proc.stdout
+    for part in ("convolution kernels", "BatchNormalization", "all ops", "wall time of the step",
+                 "the tf.data case's conv net"):
+        assert part in proc.stdout, proc.stdout
