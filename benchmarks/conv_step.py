@@ -195,8 +195,8 @@ def step_profile(k, runs):
 
 def print_profile(k, runs):
     wall, times = step_profile(k, runs)
-    print(f"\none training step of the conv net, K = {k}, batch {BATCH}: op times (tf.profiler, summed over threads, ms "
-          f"per step); ratio: population / {k} x alone, below 1 where the population does the part for less")
+    print(f"\none training step of the conv net, K = {k}, batch {BATCH}: op times (tf.profiler, summed over "
+          f"threads, ms per step); ratio: population / {k} x alone, below 1 where the population does the part for less")
     if times["population"] is None or times["alone"] is None:
         print("  (no op trace: this TensorFlow's profiler trace could not be read)")
         return

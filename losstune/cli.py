@@ -55,8 +55,9 @@ def _search_options(p, trials, epochs, directory, population=1):
                    help="score each trial by stratified k-fold over the training data, and over x_val, y_val too "
                         "where the file has them (every example is scored once)")
     p.add_argument("--race", type=int, default=3,
-                   help="the N best trials get repeats until each has 3, then the pick: the best mean, or a "
-                        "best of the baseline and the recipes where it cannot be told apart (0: off; default: %(default)s)")
+                   help="the N best trials get repeats until each has 3, then the pick: the best mean, or the "
+                        "best of the baseline and the recipes where it cannot be told apart (0: off; "
+                        "default: %(default)s)")
     p.add_argument("--population", type=_population, default=population,
                    help="train K trials at once, vectorized over stacked weights; auto: as many as fit "
                         "(default: %(default)s)")

@@ -55,7 +55,8 @@ def test_search_show_export(npz_and_model, capsys, monkeypatch):
     d = npz_and_model
     monkeypatch.chdir(d)
     assert cli.main(["search", "--data", "data.npz", "--model", "mymodels:build", "--space", "imbalanced_multiclass",
-                     "--trials", "2", "--epochs", "1", "--tuner", "random", "--race", "0", "--directory", "out"]) in (0, None)
+                     "--trials", "2", "--epochs", "1", "--tuner", "random", "--race", "0",
+                     "--directory", "out"]) in (0, None)
     assert "[2/2] trial 1 " in capsys.readouterr().out
     assert cli.main(["show", str(d / "out")]) in (0, None)
     shown = capsys.readouterr().out

@@ -37,11 +37,11 @@ Every member stays a real trial:
     members[0].history["val_macro_f1"]
 
 Modules, lowest first: `member` (Member), `sizing` (population="auto"), `stream` (the input's batches),
-`converters` (TensorFlow converters for Conv2D, Conv3D, Bitcast), `forward` (the mapped forward pass), `groups` (members
-whose losses share one computation), `eligibility` (can members share one computation? the architecture
-key), `engine` (the backend-free engine), `engine_tf` and `engine_jax` (one per backend), `driver`
-(`train_population` and its epoch loop), `trials` (a HyperModel's trials trained as populations, or one by
-one when they cannot be).
+`converters` (TensorFlow converters for Conv2D, Conv3D, Bitcast), `forward` (the mapped forward pass),
+`groups` (members whose losses share one computation), `eligibility` (can members share one computation?
+the architecture key), `engine` (the backend-free engine), `engine_tf` and `engine_jax` (one per backend),
+`driver` (`train_population` and its epoch loop), `trials` (a HyperModel's trials trained as populations, or
+one by one when they cannot be).
 """
 
 from __future__ import annotations
