@@ -91,12 +91,15 @@ def pick(trials, direction, sample_error=None):
     """(best by mean, the pick, a note): the honest pick among the best-repeated completed trials.
 
     Only trials with the most repeats compete (after racing, the top candidates; otherwise all), so a lucky
-    single run cannot beat means over several. The best of the simple candidates (the baseline and the space's
-    recipes, by mean) is the pick unless the best searched trial leads it by more than the lead the best of m
-    searched trials shows by chance: `stats.selection_margin(m)` standard errors of their paired difference
-    (at least one: the one-standard-error rule), counting the seeds' spread and, where predictions are kept,
-    the validation sample's own error (`sample_error`). The note says which way the comparison went, and when
-    the pick cannot be told from the baseline.
+    single run cannot beat means over several. The fallback is the best simple candidate by mean (the baseline
+    or one of the space's recipes), or, where that is a recipe, the first recipe in the space's order within
+    one standard error of it (the space's order is its preference among recipes it cannot tell apart). The
+    best trial is the pick unless it is simple or cannot be told from the best simple candidate: a searched
+    trial must lead it by more than the lead the best of m searched trials shows by chance,
+    `stats.selection_margin(m)` standard errors of their paired difference (at least one). Every standard
+    error counts the seeds' spread and, where predictions are kept, the validation sample's own error
+    (`sample_error`). The note says which way each comparison went, and when the pick cannot be told from the
+    baseline.
     """
     done = [t for t in trials if layout.counts(t)]
     if not done:
@@ -108,22 +111,44 @@ def pick(trials, direction, sample_error=None):
     def best_of(candidates):
         return max(candidates, key=lambda t: (sign * t.score, -t.simplicity, -int(t.trial_id)), default=None)
 
-    best, anchor = best_of(pool), best_of([t for t in pool if t.is_simple])
-    if anchor is None or anchor is best:
-        return best, best, _baseline_note(best, pool, direction, sample_error)
-    searched = sum(not t.is_simple for t in done)
-    margin = stats.selection_margin(searched)
-    d = difference(best, anchor, direction, sample_error)
-    if d.se is None or d.gap > margin * d.se:
-        return best, best, _baseline_note(best, pool, direction, sample_error)
-    label = "the baseline" if anchor.is_baseline else f"the recipe '{anchor.recipe}'"
-    note = (f"picked {label} (trial {anchor.trial_id}): the best mean, trial {best.trial_id} "
-            f"({best.describe_loss()}), leads it by {d.gap:+.4f} only, within "
+    best, leader = best_of(pool), best_of([t for t in pool if t.is_simple])
+    if leader is None:
+        return best, best, ""
+    fallback, order_note = _first_recipe_within_one_se(leader, pool, direction, sample_error)
+    if best is not leader:
+        searched = sum(not t.is_simple for t in done)
+        margin = stats.selection_margin(searched)
+        d = difference(best, leader, direction, sample_error)
+        if d.se is None or d.gap > margin * d.se:
+            return best, best, _baseline_note(best, pool, direction, sample_error)
+        label = "the baseline" if leader.is_baseline else f"the recipe '{leader.recipe}'"
+        order_note = " ".join(filter(None, [
+            f"The best mean, trial {best.trial_id} ({best.describe_loss()}), leads {label} (trial {leader.trial_id}) "
+            f"by {d.gap:+.4f} only, within "
             + ("one standard error" if margin == 1.0 else f"{margin:.2f} x the standard error")
             + f" ({d.describe_se()}) of the paired difference over {most} repeat(s)"
             + ("" if margin == 1.0 else f", the lead the best of {searched} searched trials shows by chance")
-            + ", so it cannot be told apart from the simpler loss.")
-    return best, anchor, " ".join(filter(None, [note, _baseline_note(anchor, pool, direction, sample_error)]))
+            + ", so it cannot be told apart from the simpler loss.", order_note]))
+    if fallback is best:
+        return best, best, _baseline_note(best, pool, direction, sample_error)
+    label = "the baseline" if fallback.is_baseline else f"the recipe '{fallback.recipe}'"
+    note = f"picked {label} (trial {fallback.trial_id}). {order_note}"
+    return best, fallback, " ".join(filter(None, [note, _baseline_note(fallback, pool, direction, sample_error)]))
+
+
+def _first_recipe_within_one_se(leader, pool, direction, sample_error):
+    """(the recipe listed first in the space among those within one standard error of `leader`, a note), or
+    (`leader`, "") where `leader` is the baseline or no earlier recipe is that close."""
+    if leader.is_baseline:
+        return leader, ""
+    for t in sorted((t for t in pool if t.recipe is not None and t.simplicity < leader.simplicity),
+                    key=lambda t: t.simplicity):
+        d = difference(leader, t, direction, sample_error)
+        if d.se is not None and d.gap <= d.se:
+            return t, (f"Among the recipes, '{t.recipe}' is listed before '{leader.recipe}' (trial {leader.trial_id}), "
+                       f"which leads it by {d.gap:+.4f} only, within one standard error ({d.describe_se()}): the "
+                       f"space's order is its preference.")
+    return leader, ""
 
 
 def _baseline_note(chosen, pool, direction, sample_error):

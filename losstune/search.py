@@ -391,7 +391,8 @@ def search(
             get extra repeats until each has at least 3 (paired: repeat k of every trial shares its seed and
             fold); the pick is the best mean, unless it cannot be told from the best of the baseline and the
             recipes: then that one (the best of m searched trials must lead it by more than the expected
-            maximum of m standard normals, at least one, times the standard error). 0: off.
+            maximum of m standard normals, at least one, times the standard error; among recipes within one
+            standard error, the space's first). 0: off.
         prune: None; "median": stop a training whose objective at an epoch is worse than the median of the
             completed trials at that epoch (after 4 completed trials and a quarter of the epochs); or
             "halving": successive halving (ASHA's rungs): after epochs // 3**k epochs (k = 1, 2, ..., none

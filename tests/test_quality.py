@@ -178,6 +178,26 @@ def test_the_pick_falls_back_to_the_best_simple_candidate_not_the_simplest():
     assert result.best_trial is clear and result.pick_note == ""
 
 
+def test_among_recipes_it_cannot_tell_apart_the_pick_follows_the_spaces_order():
+    first = _record(1, [0.80, 0.82, 0.81], TrialLoss("logit_adjusted", {"tau": 1.0}, 0.0),
+                    recipe="logit adjustment", recipe_index=0)
+    second = _record(2, [0.82, 0.81, 0.82], TrialLoss("crossentropy", {"label_smoothing": 0.0}, 1.0),
+                     recipe="inverse-frequency", recipe_index=1)  # +0.0067, standard error 0.0088
+    result = _result([first, second])
+    assert result.best_mean_trial is second and result.best_trial is first
+    assert result.pick_note.startswith("picked the recipe 'logit adjustment' (trial 1).")
+    assert "'logit adjustment' is listed before 'inverse-frequency' (trial 2), which leads it by +0.0067" in \
+        result.pick_note
+    ahead = _record(2, [0.85, 0.87, 0.86], TrialLoss("crossentropy", {"label_smoothing": 0.0}, 1.0),
+                    recipe="inverse-frequency", recipe_index=1)  # ahead on every repeat
+    result = _result([first, ahead])
+    assert result.best_trial is ahead and result.pick_note == ""
+    # a searched trial that cannot be told from the leading recipe falls back to the earlier one
+    searched = _record(7, [0.84, 0.80, 0.82])  # +0.0033 over the leading recipe, standard error 0.0088
+    result = _result([first, second, searched])
+    assert result.best_trial is first and "cannot be told apart from the simpler loss" in result.pick_note
+
+
 def test_the_best_of_many_searched_trials_must_lead_by_more_than_chance():
     # The best searched trial leads the recipe by gaps 0.00, 0.02, 0.01 over three paired repeats: +0.01 with a
     # standard error of 0.0058, 1.73 standard errors. Enough when it is the only searched trial; not when it
