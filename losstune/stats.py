@@ -22,7 +22,7 @@ def t975(df):
 def selection_margin(m):
     """How many standard errors the best of `m` equally good candidates leads by chance: the expected maximum
     of m standard normals (Blom's approximation, within 0.03 of the exact value), and at least 1 (the
-    one-standard-error rule). 1.42 for 8 candidates, 1.87 for 20, 2.04 for 30."""
+    one-standard-error rule). 1.43 for 8 candidates, 1.87 for 20, 2.04 for 30."""
     if m < 1:
         raise ValueError(f"`m` must be >= 1, got {m!r}.")
     return max(1.0, NormalDist().inv_cdf((m - 0.375) / (m + 0.25)))
