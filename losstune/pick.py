@@ -114,7 +114,7 @@ def pick(trials, direction, sample_error=None):
     best, leader = best_of(pool), best_of([t for t in pool if t.is_simple])
     if leader is None:
         return best, best, ""
-    fallback, order_note = _first_recipe_within_one_se(leader, pool, direction, sample_error)
+    comparison = ""
     if best is not leader:
         searched = sum(not t.is_simple for t in done)
         margin = stats.selection_margin(searched)
@@ -122,18 +122,20 @@ def pick(trials, direction, sample_error=None):
         if d.se is None or d.gap > margin * d.se:
             return best, best, _baseline_note(best, pool, direction, sample_error)
         label = "the baseline" if leader.is_baseline else f"the recipe '{leader.recipe}'"
-        order_note = " ".join(filter(None, [
-            f"The best mean, trial {best.trial_id} ({best.describe_loss()}), leads {label} (trial {leader.trial_id}) "
-            f"by {d.gap:+.4f} only, within "
+        comparison = (
+            f"The best mean, trial {best.trial_id} ({best.describe_loss()}), leads {label} "
+            f"(trial {leader.trial_id}) by {d.gap:+.4f} only, within "
             + ("one standard error" if margin == 1.0 else f"{margin:.2f} x the standard error")
             + f" ({d.describe_se()}) of the paired difference over {most} repeat(s)"
             + ("" if margin == 1.0 else f", the lead the best of {searched} searched trials shows by chance")
-            + ", so it cannot be told apart from the simpler loss.", order_note]))
+            + ", so it cannot be told apart from the simpler loss.")
+    fallback, order_note = _first_recipe_within_one_se(leader, pool, direction, sample_error)
     if fallback is best:
         return best, best, _baseline_note(best, pool, direction, sample_error)
     label = "the baseline" if fallback.is_baseline else f"the recipe '{fallback.recipe}'"
-    note = f"picked {label} (trial {fallback.trial_id}). {order_note}"
-    return best, fallback, " ".join(filter(None, [note, _baseline_note(fallback, pool, direction, sample_error)]))
+    notes = [f"picked {label} (trial {fallback.trial_id}).", comparison, order_note,
+             _baseline_note(fallback, pool, direction, sample_error)]
+    return best, fallback, " ".join(n for n in notes if n)
 
 
 def _first_recipe_within_one_se(leader, pool, direction, sample_error):
@@ -145,9 +147,9 @@ def _first_recipe_within_one_se(leader, pool, direction, sample_error):
                     key=lambda t: t.simplicity):
         d = difference(leader, t, direction, sample_error)
         if d.se is not None and d.gap <= d.se:
-            return t, (f"Among the recipes, '{t.recipe}' is listed before '{leader.recipe}' (trial {leader.trial_id}), "
-                       f"which leads it by {d.gap:+.4f} only, within one standard error ({d.describe_se()}): the "
-                       f"space's order is its preference.")
+            return t, (f"Among the recipes, '{t.recipe}' is listed before '{leader.recipe}' "
+                       f"(trial {leader.trial_id}), which leads it by {d.gap:+.4f} only, within one standard error "
+                       f"({d.describe_se()}): the space's order is its preference.")
     return leader, ""
 
 
