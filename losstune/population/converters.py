@@ -36,14 +36,17 @@ def install_converters():
         # `vectorized_map` calls for it; an op type without an entry is converted by `_fallback_converter`
         # (a loop over iterations). Replacing or adding the entry is how a converter is installed.
         registry = pfor_lib._pfor_converter_registry
-        original = {"Conv2D": registry["Conv2D"], "Conv3D": pfor_lib._fallback_converter,
-                    "Bitcast": registry.get("Bitcast")}  # a TensorFlow with its own Bitcast converter keeps it
+        # op type -> (our converter's factory, the conversion it hands the cases it does not map)
+        mine = {"Conv2D": (_grouped_conv2d, registry["Conv2D"]),
+                "Conv3D": (_grouped_conv3d, pfor_lib._fallback_converter)}
     except (ImportError, AttributeError, KeyError):  # another TensorFlow: keep its conversion
         return
-    for op_type, make in (("Conv2D", _grouped_conv2d), ("Conv3D", _grouped_conv3d), ("Bitcast", _bitcast)):
-        if getattr(registry.get(op_type), "losstune_converter", False) or (op_type == "Bitcast" and original[op_type]):
+    if "Bitcast" not in registry:  # a TensorFlow with its own Bitcast converter keeps it
+        mine["Bitcast"] = (_bitcast, None)
+    for op_type, (make, original) in mine.items():
+        if getattr(registry.get(op_type), "losstune_converter", False):
             continue
-        convert = make(pfor_lib, original[op_type])
+        convert = make(pfor_lib, original)
         convert.losstune_converter = True
         registry[op_type] = convert
 
