@@ -25,9 +25,14 @@ def is_dataset(x):
     return isinstance(x, tf.data.Dataset)
 
 
+def is_generator(x):
+    """Whether `x` is a generator or another iterator, which can be read only once."""
+    return inspect.isgenerator(x) or (hasattr(x, "__next__") and not hasattr(x, "__len__"))
+
+
 def check_not_generator(x, name):
     """A search trains many models from one input; a generator can be read only once."""
-    if inspect.isgenerator(x) or (hasattr(x, "__next__") and not hasattr(x, "__len__")):
+    if is_generator(x):
         raise ValueError(f"`{name}` is a generator ({type(x).__name__}), which can be read only once, and a search "
                          f"trains many models from it: wrap it in a keras.utils.PyDataset or "
                          f"tf.data.Dataset.from_generator.")

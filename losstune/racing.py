@@ -1,6 +1,6 @@
 """After the search: more repeats for the top candidates (the race), and the pick against the baseline over
-fresh seeds (`confirm_seeds`). Both retrain through retrain.retrain, with the search's score rule and, where
-the search trains populations, as populations.
+fresh seeds (`confirm_seeds`). Both retrain through retrain.retrain_executions, with the search's score rule
+and, where the search trains populations, as populations (their repeats as members).
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import os
 
 from losstune import layout, predictions
 from losstune import tensorboard_log as tb
-from losstune.retrain import Candidate, retrain
+from losstune.population import executions_together
+from losstune.retrain import Candidate, retrain_executions
 from losstune.stats import paired_difference, sign
 
 RACE_REPEATS = 3  # repeats every raced candidate ends with: the fewest that give a standard error
@@ -32,7 +33,8 @@ def race(hypermodel, result, fit, size, *, scoring, together, stream, verbose=0)
     """Extra repeats for the top candidates, so that the pick rests on means, not on one lucky run.
 
     Repeat k of every candidate is execution k (its seed and fold), as the search's own executions are, so
-    differences between candidates are paired; with `together` the candidates' repeat k train as a population.
+    differences between candidates are paired; with `together` the candidates' pending repeats train as
+    populations (every repeat at once where `executions_together`).
     A repeat that diverges scores NaN (the candidate cannot be the pick). Each score is saved as it comes, so
     an interrupted race resumes.
     """
@@ -44,20 +46,30 @@ def race(hypermodel, result, fit, size, *, scoring, together, stream, verbose=0)
         folder = layout.trial_dir(result.directory, t.trial_id)
         records[t.trial_id] = (layout.Repeats.load(folder)
                                or layout.Repeats([t.score], result.context.score_rule, [t.ece or float("nan")]))
-    for execution in range(min(len(r.scores) for r in records.values()), target):
-        due = [t for t in candidates if len(records[t.trial_id].scores) == execution]
-        validation = predictions.validation_arrays(hypermodel, fit, execution)
-        outcomes = retrain(hypermodel, [_candidate(result, t, execution, validation) for t in due], fit, execution,
-                           scoring=scoring, together=together, stream=stream, verbose=verbose)
-        for t, outcome in zip(due, outcomes):
-            record = records[t.trial_id]
-            record.add(outcome.score, outcome.ece)
-            record.save(layout.trial_dir(result.directory, t.trial_id))
-            mean, se = record.mean_se
-            print(f"[race] trial {t.trial_id} repeat {execution + 1}/{target}  {t.describe_loss()}  "
-                  f"{scoring.objective}={outcome.score:.4f}  mean {mean:.4f}" + (f" ± {se:.4f}" if se is not None else ""),
-                  file=stream, flush=True)
-            tb.update_trial_score(os.path.join(logdir, t.trial_id), mean, step=execution)
+    pending = list(range(min(len(r.scores) for r in records.values()), target))
+    # Where the search's populations train several executions at once (repeats or folds as members), every
+    # pending repeat trains in one go; else one repeat at a time, each saved as it comes.
+    rounds = [pending] if together and executions_together(hypermodel, fit) else [[e] for e in pending]
+    for executions in rounds:
+        runs = [(e, [t for t in candidates if len(records[t.trial_id].scores) <= e]) for e in executions]
+        outcome_lists = retrain_executions(
+            hypermodel, [(e, [_candidate(result, t, e, predictions.validation_arrays(hypermodel, fit, e))
+                              for t in due]) for e, due in runs],
+            fit, scoring=scoring, together=together, stream=stream, verbose=verbose)
+        for (execution, due), outcomes in zip(runs, outcome_lists):
+            for t, outcome in zip(due, outcomes):
+                _record(result, t, records[t.trial_id], outcome, execution, target, scoring, logdir, stream)
+
+
+def _record(result, trial, record, outcome, execution, target, scoring, logdir, stream):
+    """Keep a raced repeat's score (saved at once, so an interrupted race resumes) and report it."""
+    record.add(outcome.score, outcome.ece)
+    record.save(layout.trial_dir(result.directory, trial.trial_id))
+    mean, se = record.mean_se
+    print(f"[race] trial {trial.trial_id} repeat {execution + 1}/{target}  {trial.describe_loss()}  "
+          f"{scoring.objective}={outcome.score:.4f}  mean {mean:.4f}" + (f" ± {se:.4f}" if se is not None else ""),
+          file=stream, flush=True)
+    tb.update_trial_score(os.path.join(logdir, trial.trial_id), mean, step=execution)
 
 
 def _candidate(result, trial, execution, validation):
@@ -81,9 +93,9 @@ def confirm(hypermodel, result, fit, seeds, *, scoring, together, stream, verbos
         raise RuntimeError("confirm_seeds: the baseline trial did not complete, so there is nothing to compare.")
     hps = {label: layout.trial_hyperparameters(result.directory, t.trial_id) for label, t in runs.items()}
     scores = {label: [] for label in runs}
-    for k in range(seeds):
-        outcomes = retrain(hypermodel, [Candidate(label, hp) for label, hp in hps.items()], fit,
-                           CONFIRM_EXECUTION + k, scoring=scoring, together=together, stream=stream, verbose=verbose)
+    runs = [(CONFIRM_EXECUTION + k, [Candidate(label, hp) for label, hp in hps.items()]) for k in range(seeds)]
+    for outcomes in retrain_executions(hypermodel, runs, fit, scoring=scoring, together=together, stream=stream,
+                                       verbose=verbose):
         for label, outcome in zip(hps, outcomes):
             scores[label].append(outcome.score)
     record = {"seeds": seeds, "objective": scoring.objective, "score_rule": scoring.rule,

@@ -1,19 +1,18 @@
-"""Train candidates with one execution's seed (and fold) and score them: the one path that the executions of a
-population round, racing and `confirm_seeds` all take.
+"""Train candidates with their executions' seeds (and folds) and score them: the one path that the executions of
+a population round, racing and `confirm_seeds` all take.
 
 A candidate is a trial's hyperparameters (and, inside a search, the callbacks of its execution). Execution k
 fixes the initial weights, the data order and, with folds, the fold (LossHyperModel.seed_for,
-`execution_data`), so candidates retrained with the same k are paired. Several candidates train together as a
-population where `together` is set (population.train_members; a model that cannot be vectorized trains one by
-one, with one line saying why). A training whose loss or gradients go non-finite is a failed repeat: its score
-is NaN, its reason kept, and the others go on.
-"""
+`execution_data`), so candidates retrained with the same k are paired. Several candidates, and several
+executions, train together as populations where `together` is set (population.train_members; a model that
+cannot be vectorized trains one by one, with one line saying why). A training whose loss or gradients go
+non-finite is a failed repeat: its score is NaN, its reason kept, and the others go on."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from losstune import inputs, population
+from losstune import population
 from losstune.stats import curve_score
 
 
@@ -59,50 +58,31 @@ class Outcome:
     history: dict
 
 
-def retrain(hypermodel, candidates, fit, execution, *, scoring, together, stream, verbose=0):
-    """Train every candidate with execution `execution`'s seed and fold; one `Outcome` per candidate, in order.
+def retrain_executions(hypermodel, runs, fit, *, scoring, together, stream, verbose=0):
+    """Train every run, a pair (execution, candidates), each candidate with its execution's seed and fold: a
+    list of Outcome lists, one per run, in order.
 
     Args:
         hypermodel: the search's LossHyperModel (`build(hp, execution)`, `fit(..., execution=)`).
-        candidates: `Candidate`s.
+        runs: pairs (execution, candidates): the repeat index, passed on (never set on the hypermodel), and
+            `Candidate`s.
         fit: x, y, batch_size (or a dataset as x), validation_data and epochs, as given to the search.
-        execution: the repeat index; it is passed on, never set on the hypermodel.
         scoring: the search's `Scoring`.
-        together: train the candidates as populations (one per architecture) instead of one after the other.
+        together: train as populations (one per architecture) instead of one after the other.
         stream: where a population's fallback line goes.
-    """
-    return retrain_executions(hypermodel, [(execution, candidates)], fit, scoring=scoring, together=together,
-                              stream=stream, verbose=verbose)[0]
 
-
-def folds_together(hypermodel, fit):
-    """Whether the executions of a pass over the folds train at once, folds as members: with folds, on arrays."""
-    return bool(hypermodel.folds) and not inputs.is_dataset(fit.get("x"))
-
-
-def retrain_executions(hypermodel, runs, fit, *, scoring, together, stream, verbose=0):
-    """Every run, a pair (execution, candidates), as `retrain` trains one: a list of Outcome lists, in order.
-
-    With `folds` on the hypermodel, arrays as input and `together`, the runs of one pass over the folds
-    (executions e, ..., e + k - 1 with e a multiple of k: each fold once) train as one population, folds as
-    members (`population.train_fold_members`): every batch of the whole (x, y) feeds all trials of all k folds.
+    With `together`, the runs train as populations (`population.train_members`): the executions of a pass
+    over the folds at once (folds as members), or, without folds, every execution at once where each seed can
+    iterate the input (repeats as members: `population.executions_together`).
     """
     members = {execution: [population.Member(hypermodel.build(c.hyperparameters, execution), list(c.callbacks),
                                              name=c.name, hyperparameters=c.hyperparameters) for c in candidates]
                for execution, candidates in runs}
-    folds = hypermodel.folds
-    if together and folds_together(hypermodel, fit):
-        passes = {}
-        for execution in members:
-            passes.setdefault(execution // folds, {})[execution] = members[execution]
-        for by_execution in passes.values():
-            population.train_fold_members(hypermodel, by_execution, fit, stream, verbose)
+    if together:
+        population.train_members(hypermodel, members, fit, stream, verbose)
     else:
         for execution, group in members.items():
-            if together:
-                population.train_members(hypermodel, group, fit, execution, stream, verbose)
-            else:
-                for member in group:
-                    population.fit_alone(hypermodel, member, fit, execution, verbose)
+            for member in group:
+                population.fit_alone(hypermodel, member, fit, execution, verbose)
     return [[Outcome(scoring.score(m.history, m.failure), scoring.calibration_score(m.history, m.failure),
                      m.failure, dict(m.history)) for m in members[execution]] for execution, _ in runs]

@@ -198,7 +198,9 @@ def _population_size(settings, hypermodel, random_first=0):
         # hyperparameters: 24), so rounds that large cost nothing. Once the Gaussian process guides it, a
         # round's members are proposed from the same fit, without each other's scores: keep at least 4 rounds.
         limit = min(limit, max(2, limit // 4, random_first or 0))
-    size, why = auto_size(model, settings.batch_size, limit)
+    # Each trial trains its folds (a pass over them) or its repeats as members of the same population.
+    members = settings.folds or settings.executions_per_trial
+    size, why = auto_size(model, settings.batch_size, limit, members_per_trial=members)
     print(f"population: auto: {size} trials at once ({why})", file=stream, flush=True)
     return size
 

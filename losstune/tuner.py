@@ -26,14 +26,14 @@ from keras_tuner.src import utils as kt_utils  # KerasTuner private (1.4.x): its
 from keras_tuner.src.distribute import utils as dist_utils  # KerasTuner private (1.4.x): distributed roles
 from keras_tuner.src.engine import tuner_utils  # KerasTuner private (1.4.x): SaveBestEpoch
 
-from losstune import layout, progress
+from losstune import layout, population, progress
 from losstune.predictions import ValidationPredictions
 from losstune import tensorboard_log as tb
 from losstune.failures import check_repeated_failure, failure_reason
 from losstune.files import write_text_atomic
 from losstune.lossspace import LossSpace
 from losstune.pruning import HalvingPruner, MedianPruner
-from losstune.retrain import Candidate, Scoring, folds_together, retrain_executions
+from losstune.retrain import Candidate, Scoring, retrain_executions
 
 TUNERS = {
     "random": keras_tuner.RandomSearch,
@@ -246,9 +246,9 @@ class LosstuneTunerMixin:
         # KerasTuner private (1.4.x): the trial's checkpoint path.
         checkpoints = {t.trial_id: SaveBestAtTrainEnd(self.oracle.objective, self._get_checkpoint_fname(t.trial_id))
                        for t in trials}
-        # With folds, the executions of a pass over the folds train at once (folds as members): one checkpoint
-        # object cannot follow k trainings at the same time, so the first execution's keeps the trial's.
-        concurrent = folds_together(self.hypermodel, fit)
+        # Executions that train at once (folds or repeats as members): one checkpoint object cannot follow
+        # several trainings at the same time, so the first execution's keeps the trial's.
+        concurrent = population.executions_together(self.hypermodel, fit)
         runs = []
         for execution in range(self.executions_per_trial):
             candidates = []

@@ -11,11 +11,12 @@ import keras
 import numpy as np
 
 
-def mlp(num_outputs=10, activation="softmax", inputs=64, hidden=32):
+def mlp(num_outputs=10, activation="softmax", inputs=64, hidden=32, dropout=None):
     def build(hp=None):
         return keras.Sequential([
             keras.Input((inputs,)),
             keras.layers.Dense(hidden, activation="relu"),
+            *([keras.layers.Dropout(dropout)] if dropout else []),
             keras.layers.Dense(num_outputs, activation=activation),
         ])
 

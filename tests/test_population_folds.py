@@ -151,20 +151,20 @@ def test_a_fold_search_trains_every_fold_of_a_round_as_one_population(tmp_path):
     import os
 
     import losstune
-    from losstune import population
+    from losstune.population import trials
     from tests.helpers import mlp, tiny_multiclass
 
     x, y = tiny_multiclass(n=150)
     sizes = []
-    original = population.train_fold_members
+    original = trials.train_population
 
-    def counted(hypermodel, by_execution, *args, **kwargs):
-        sizes.append(sum(len(m) for m in by_execution.values()))
-        return original(hypermodel, by_execution, *args, **kwargs)
+    def counted(members, *args, **kwargs):
+        sizes.append(len(members))
+        return original(members, *args, **kwargs)
 
     out = io.StringIO()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(population, "train_fold_members", counted)
+        mp.setattr(trials, "train_population", counted)
         result = losstune.search(mlp(3, inputs=8), x, y, folds=3, population=3, tuner="random", max_trials=3,
                                  epochs=2, race=0, seed=1, directory=str(tmp_path), stream=out)
     assert sizes == [9] and "one by one" not in out.getvalue()

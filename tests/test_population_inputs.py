@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from losstune import objectives
 from losstune.population import Member, Stream, train_population
 try:
-    from tests.test_population import MLP_MEMBERS, SEED, XT, XV, YT, YV, assert_same_trial, compiled, make_loss, mlp
+    from tests.test_population import (MLP_MEMBERS, SEED, XT, XV, YT, YV, assert_same_trial, compiled, conv,
+                                       make_loss, mlp)
 except ImportError:  # the JAX subprocess imports this file by name, with tests/ on its path
-    from test_population import MLP_MEMBERS, SEED, XT, XV, YT, YV, assert_same_trial, compiled, make_loss, mlp
+    from test_population import MLP_MEMBERS, SEED, XT, XV, YT, YV, assert_same_trial, compiled, conv, make_loss, mlp
 
 BATCH = 32
 WEIGHTS = np.linspace(0.5, 1.5, len(YT)).astype("float32")
@@ -106,6 +108,45 @@ def test_members_fed_from_an_input_equal_solo_fits_on_it(kind):
         assert_same_trial(member, model, history)
 
 
+def seeded(builder, spec, seed):
+    """A member's model as the solo trial of execution `seed` builds it (its seed, then build and compile)."""
+    keras.utils.set_random_seed(seed)
+    model = builder()
+    model.compile(optimizer="adam", loss=make_loss(spec), metrics=[objectives.MacroF1()])
+    return model
+
+
+@pytest.mark.parametrize("kind", ["arrays", "dataset with sample weights"])
+def test_members_of_different_seeds_equal_solo_fits_with_their_seeds(kind):
+    # Repeats as members: each seed's members see the batches (order, Dropout's draws, BatchNormalization's
+    # statistics) of a solo fit with that seed, though members of all seeds share every step.
+    seeds, specs = [SEED, SEED + 1], [MLP_MEMBERS[1], MLP_MEMBERS[2]]
+    plan = [(seed, spec) for seed in seeds for spec in specs]
+    members = [Member(seeded(conv, spec, seed)) for seed, spec in plan]
+    train_population(members, **INPUTS[kind](), validation_data=(XV, YV), epochs=2,
+                     seed=[seed for seed, _ in plan])
+    for (seed, spec), member in zip(plan, members):
+        model = seeded(conv, spec, seed)
+        keras.utils.set_random_seed(seed)
+        history = model.fit(**INPUTS[kind](), validation_data=(XV, YV), epochs=2, shuffle=True, verbose=0).history
+        assert_same_trial(member, model, history)
+    assert not np.allclose(members[0].model.get_weights()[0], members[2].model.get_weights()[0], atol=1e-3)
+
+
+def test_one_seed_per_member_is_checked_before_training():
+    members = [Member(compiled(mlp, make_loss(spec))) for spec in MLP_MEMBERS[:2]]
+    with pytest.raises(ValueError, match=r"`seed` must be an integer or a sequence of one integer per member \(2\)"):
+        train_population(members, XT, YT, epochs=1, seed=[1, 2, 3])
+    with pytest.raises(ValueError, match="one `seed` per member needs arrays or a tf.data.Dataset as `x`, got a "
+                                         "Batches"):
+        train_population(members, Batches(XT, YT), epochs=1, seed=[1, 2])
+    holdout = np.zeros((2, len(YT)), dtype=bool)
+    holdout[0, :10] = holdout[1, 10:20] = True
+    with pytest.raises(ValueError, match="`holdout` takes one `seed`"):
+        train_population(members, XT, YT, epochs=1, seed=[1, 2], holdout=holdout)
+    assert all(m.history == {} for m in members)
+
+
 def test_an_input_without_batches_is_refused_before_training():
     members = [Member(compiled(mlp, make_loss(spec))) for spec in MLP_MEMBERS[:2]]
     empty = tf.data.Dataset.from_tensor_slices((XT[:0], YT[:0])).batch(BATCH)
@@ -155,6 +196,18 @@ out["dw"] = max(float(np.max(np.abs(np.asarray(v) - np.asarray(w))))
                 for v, w in zip(model.variables, members[1].model.variables))
 out["dh"] = max(abs(a - b) / max(abs(a), 1e-6) for k in history for a, b in zip(history[k], members[1].history[k]))
 out["restacked"] = members[2].stopped_epoch == 0 and "2 members go on as a population of 2" in printed.getvalue()
+# Repeats as members: one stream per seed, each drawing JAX's per-epoch shuffle from its own NumPy state.
+plan = [(seed, spec) for seed in (t.SEED, t.SEED + 1) for spec in t.MLP_MEMBERS[1:3]]
+members = [Member(t.seeded(t.conv, spec, seed)) for seed, spec in plan]
+train_population(members, t.XT, t.YT, validation_data=(t.XV, t.YV), epochs=2, batch_size=32,
+                 seed=[seed for seed, _ in plan])
+out["seeds_dw"] = 0.0
+for (seed, spec), member in zip(plan, members):
+    model = t.seeded(t.conv, spec, seed)
+    keras.utils.set_random_seed(seed)
+    model.fit(t.XT, t.YT, batch_size=32, validation_data=(t.XV, t.YV), epochs=2, shuffle=True, verbose=0)
+    out["seeds_dw"] = max([out["seeds_dw"]] + [float(np.max(np.abs(np.asarray(v) - np.asarray(w))))
+                                               for v, w in zip(model.variables, member.model.variables)])
 print("RESULT" + json.dumps(out))
 """
 
@@ -165,4 +218,4 @@ def test_jax_backend_streams_as_fit_does():
 
     out = run_jax_script(JAX_SCRIPT)
     assert out["arrays"] and out["PyDataset"] and out["restacked"], out
-    assert out["dw"] <= 1e-5 and out["dh"] <= 1e-5, out
+    assert out["dw"] <= 1e-5 and out["dh"] <= 1e-5 and out["seeds_dw"] <= 1e-5, out

@@ -353,7 +353,8 @@ def _fit():
 def test_train_members_falls_back_to_serial_trials_with_one_line():
     hypermodel, members = _members(_custom_step_model, execution=2)
     stream = io.StringIO()
-    assert train_members(hypermodel, members, _fit(), 2, stream) is members
+    by_execution = {2: members}
+    assert train_members(hypermodel, by_execution, _fit(), stream) is by_execution
     assert stream.getvalue() == ("population: training 2 trial(s) one by one: the model overrides `train_step`; "
                                  "a population runs Keras's own step for every member\n")
     assert hypermodel.execution == 7
@@ -374,12 +375,12 @@ def test_a_population_that_fails_mid_training_is_retrained_from_fresh_models(mon
 
     monkeypatch.setattr(trials, "train_population", broken)
     stream = io.StringIO()
-    train_members(hypermodel, members, _fit(), 1, stream)
+    train_members(hypermodel, {1: members}, _fit(), stream)
     assert stream.getvalue() == "population: training 2 trial(s) one by one: the population failed (the engine broke)\n"
     assert all(m.model is not o for m, o in zip(members, old))
     assert all(m.failure is None and len(m.history["loss"]) == 1 for m in members)
     members[0].hyperparameters = None  # nothing to rebuild it from: it fails instead of training moved weights
-    train_members(hypermodel, members, _fit(), 1, io.StringIO())
+    train_members(hypermodel, {1: members}, _fit(), io.StringIO())
     assert "no hyperparameters" in members[0].failure and members[1].failure is None
 
 
@@ -388,7 +389,7 @@ def test_train_members_trains_one_architecture_as_one_population():
 
     hypermodel, members = _members(mlp(3, inputs=8), execution=0, count=3)
     stream = io.StringIO()
-    train_members(hypermodel, members, _fit(), 0, stream)
+    train_members(hypermodel, {0: members}, _fit(), stream)
     assert stream.getvalue() == "" and hypermodel.execution == 7
     for member in members:
         assert member.failure is None and len(member.history["val_loss"]) == 1

@@ -21,8 +21,9 @@ def _search(tmp_path, name, **kw):
     out = io.StringIO()
     kw.setdefault("space", "imbalanced_multiclass")
     kw.setdefault("tuner", "random")
-    result = losstune.search(kw.pop("build", mlp(3, inputs=8)), X, Y, validation_data=(XV, YV),
-                             max_trials=6, epochs=3, race=0, seed=2, directory=str(tmp_path / name), stream=out, **kw)
+    kw = {"max_trials": 6, "epochs": 3, "race": 0, **kw}
+    result = losstune.search(kw.pop("build", mlp(3, inputs=8)), X, Y, validation_data=(XV, YV), seed=2,
+                             directory=str(tmp_path / name), stream=out, **kw)
     return result, out.getvalue()
 
 
@@ -134,6 +135,10 @@ def test_auto_size_takes_what_fits_within_its_limits(monkeypatch):
     size, why = population.auto_size(model, 32, limit=100, free_bytes=2 * 3 * per + 1)
     assert size == 3 and "3 fit in half the free memory" in why
     assert population.auto_size(model, 32, limit=100, free_bytes=per)[0] == 1
+    # trials of 3 repeats (or folds) as members: a third as many trials fit
+    size, why = population.auto_size(model, 32, limit=100, free_bytes=2 * 3 * per + 1, members_per_trial=3)
+    assert size == 1 and "per trial of 3 members" in why
+    assert population.auto_size(model, 32, limit=100, free_bytes=2 * 9 * per + 1, members_per_trial=3)[0] == 3
     monkeypatch.setattr(population.sizing, "free_memory_bytes", lambda: None)
     size, why = population.auto_size(model, 32, limit=100)
     assert size == 32 and "free memory unknown" in why
@@ -226,6 +231,27 @@ def test_a_dataset_search_trains_its_trials_together_from_one_stream(tmp_path, k
     assert sizes == [4] and "population: training" not in out.getvalue()
     assert [t.status for t in result.trials] == ["COMPLETED"] * 4
     assert all(np.isfinite(t.score) for t in result.trials)
+
+
+def test_repeats_train_as_members_with_the_serial_scores(tmp_path, monkeypatch):
+    # 3 trials x 2 repeats: one population of 6, each member with its own execution's seed (initial weights,
+    # data order, Dropout's draws); the race's 2 pending repeats of its candidates (a race to 4 repeats): one
+    # population. Every repeat scores as the serial search's.
+    from losstune import racing
+    from tests.test_population_tuners import _populations
+
+    monkeypatch.setattr(racing, "RACE_REPEATS", 4)
+    kw = dict(build=mlp(3, inputs=8, dropout=0.2), max_trials=3, epochs=2, executions_per_trial=2, race=2)
+    serial, _ = _search(tmp_path, "serial", **kw)
+    with _populations() as sizes:
+        together, log = _search(tmp_path, "together", population=3, **kw)
+    raced = [t for t in together.trials if len(t.scores) == 4]
+    assert len(raced) >= 2 and sizes == [6, 2 * len(raced)] and "population: training" not in log
+    assert [t.loss for t in together.trials] == [t.loss for t in serial.trials]
+    for a, b in zip(together.trials, serial.trials):
+        assert len(a.scores) == len(b.scores) >= 2
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+    assert len({round(s, 6) for t in serial.trials for s in t.scores}) > 3  # repeats that differ
 
 
 def test_the_best_epoch_checkpoint_is_written_once_when_training_ends(tmp_path):

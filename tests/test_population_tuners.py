@@ -33,16 +33,18 @@ X, XV, Y, YV = X[:150], X[150:], Y[:150], Y[150:]  # validation from the same cl
 
 @contextlib.contextmanager
 def _populations():
-    """The sizes of the populations `train_members` is given, in order: who trained together."""
-    sizes = []
-    train_members = population.train_members
+    """The sizes of the populations trained, in order: who trained together."""
+    from losstune.population import trials
 
-    def counted(hypermodel, members, *args, **kwargs):
+    sizes = []
+    train_population = trials.train_population
+
+    def counted(members, *args, **kwargs):
         sizes.append(len(members))
-        return train_members(hypermodel, members, *args, **kwargs)
+        return train_population(members, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(population, "train_members", counted)
+        mp.setattr(trials, "train_population", counted)
         yield sizes
 
 
@@ -151,9 +153,9 @@ SCRIPT = textwrap.dedent("""
 
     train_members = population.train_members
 
-    def counted(hypermodel, members, *args, **kwargs):  # one line per population: who trains together
-        print("POPULATION", len(members), flush=True)
-        return train_members(hypermodel, members, *args, **kwargs)
+    def counted(hypermodel, by_execution, *args, **kwargs):  # one line per population: who trains together
+        print("POPULATION", sum(len(members) for members in by_execution.values()), flush=True)
+        return train_members(hypermodel, by_execution, *args, **kwargs)
 
     population.train_members = counted
     try:

@@ -228,16 +228,19 @@ def test_confirm_seeds_scores_by_the_search_rule_and_survives_a_diverging_seed(t
 
     trained = []  # (execution, candidate name, History dict) of every retraining
 
-    def recorded(original):
-        def train(hypermodel, members, fit, execution, *args, **kwargs):
-            out = original(hypermodel, members, fit, execution, *args, **kwargs)
-            for m in (members if isinstance(members, list) else [members]):
-                trained.append((execution, m.name, dict(m.history)))
-            return out
-        return train
+    def recorded_alone(hypermodel, member, fit, execution, *args, **kwargs):
+        out = original_alone(hypermodel, member, fit, execution, *args, **kwargs)
+        trained.append((execution, member.name, dict(member.history)))
+        return out
 
-    monkeypatch.setattr(population_package, "fit_alone", recorded(population_package.fit_alone))
-    monkeypatch.setattr(population_package, "train_members", recorded(population_package.train_members))
+    def recorded_together(hypermodel, by_execution, *args, **kwargs):
+        out = original_together(hypermodel, by_execution, *args, **kwargs)
+        trained.extend((e, m.name, dict(m.history)) for e, members in by_execution.items() for m in members)
+        return out
+
+    original_alone, original_together = population_package.fit_alone, population_package.train_members
+    monkeypatch.setattr(population_package, "fit_alone", recorded_alone)
+    monkeypatch.setattr(population_package, "train_members", recorded_together)
     x, y = tiny_multiclass()
     result = losstune.search(_diverging_mlp([CONFIRM_EXECUTION + 1]), x, y, validation_data=(x, y),
                              space="imbalanced_multiclass", tuner="random", max_trials=2, epochs=4,

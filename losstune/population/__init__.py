@@ -51,10 +51,10 @@ from losstune.population.eligibility import NotVectorizable, architecture_key, v
 from losstune.population.member import Member
 from losstune.population.stream import Stream
 from losstune.population.sizing import AUTO_MAX, BYTES_PER_PARAMETER, auto_size, free_memory_bytes, member_bytes
-from losstune.population.trials import fit_alone, train_fold_members, train_members
+from losstune.population.trials import executions_together, fit_alone, train_members
 
 __all__ = [
     "AUTO_MAX", "BYTES_PER_PARAMETER", "Member", "NotVectorizable", "Stream", "architecture_key", "auto_size",
-    "fit_alone", "free_memory_bytes", "member_bytes", "train_fold_members", "train_members", "train_population",
+    "executions_together", "fit_alone", "free_memory_bytes", "member_bytes", "train_members", "train_population",
     "vectorizable",
 ]

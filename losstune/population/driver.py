@@ -8,10 +8,11 @@ import time
 import keras
 import numpy as np
 
+from losstune import inputs
 from losstune.checks import positive_int
 from losstune.population.eligibility import NotVectorizable, architecture_key, vectorizable
 from losstune.population.member import Member
-from losstune.population.stream import Stream, unpack
+from losstune.population.stream import Repeated, SeededStreams, Stream, unpack
 
 
 def train_population(members, x, y=None, *, validation_data=None, epochs, batch_size=None, shuffle=True, seed,
@@ -31,7 +32,11 @@ def train_population(members, x, y=None, *, validation_data=None, epochs, batch_
             (arrays batched by `batch_size`).
         epochs, batch_size, shuffle: as in `model.fit`.
         seed: the seed a solo trial passes to `keras.utils.set_random_seed` right before `fit`; it fixes the
-            data order (the input's shuffling is drawn as `fit` draws it).
+            data order (the input's shuffling is drawn as `fit` draws it). Or one seed per member (repeats as
+            members): members of different seeds each see the batches a solo `fit` with their own seed sees,
+            drawn from one stream of the input per seed (`stream.SeededStreams`; arrays or a tf.data.Dataset),
+            and the validation batches are shared. Each member's random layers
+            draw from its own model's seed state, as when it trains alone.
         holdout: None, or folds as members: a (K, n) boolean array over the n examples of the arrays (x, y),
             True where example i is held out of member k. Each member then trains on the batches of the whole
             (x, y) with its held-out examples weighted 0 (its loss is the mean over the examples it keeps:
@@ -61,12 +66,21 @@ def train_population(members, x, y=None, *, validation_data=None, epochs, batch_
         raise ValueError(f"`shuffle` must be True, False or \"batch\", got {shuffle!r}.")
     if verbose not in (0, 1, 2):
         raise ValueError(f"`verbose` must be 0, 1 or 2, got {verbose!r}.")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"`seed` must be an integer, got {seed!r}.")
+    seeds = _seeds(seed, len(members))
     check_members(members)
     masks = None if holdout is None else Holdout(holdout, len(members), x, y, validation_data)
-    keras.utils.set_random_seed(int(seed))  # as the solo trial, right before `fit` creates its iterator
-    train, validation = _streams(x, y, validation_data, batch_size, shuffle, masks)
+    distinct = list(dict.fromkeys(seeds))
+    if masks is not None and len(distinct) > 1:
+        raise ValueError("`holdout` takes one `seed`: folds as members follow one order of batches.")
+    streams = None
+    if len(distinct) > 1:
+        if inputs.is_generator(x) or isinstance(x, keras.utils.PyDataset):
+            raise ValueError(f"one `seed` per member needs arrays or a tf.data.Dataset as `x`, got a "
+                             f"{type(x).__name__}: each seed iterates the input on its own (a generator yields its "
+                             f"batches once; a PyDataset's epoch hooks would run once per seed).")
+        streams = np.asarray([distinct.index(s) for s in seeds])
+    keras.utils.set_random_seed(distinct[0])  # as the solo trial, right before `fit` creates its iterator
+    train, validation = _streams(x, y, validation_data, batch_size, shuffle, masks, distinct)
     first_epoch = train.epoch() if masks is None else masks.weigh(train.epoch(), "train", range(len(members)))
     first = next(first_epoch, None)
     if first is None:
@@ -75,22 +89,38 @@ def train_population(members, x, y=None, *, validation_data=None, epochs, batch_
         if m.schedule is not None:
             m.model.loss._fn_kwargs.update(m.schedule.arguments_at(0))
     started = time.perf_counter()
-    engine = _engine_class()(members, first, masked=masks is not None)
+    engine = _engine_class()(members, first, masked=masks is not None, streams=streams)
     if verbose:
         print(f"population of {len(members)}: {engine.describe()}", flush=True)
     loop = _Loop(engine, members, train, epochs, verbose, masks, restack_seconds=time.perf_counter() - started)
     return loop.run(itertools.chain([first], first_epoch), validation)
 
 
-def _streams(x, y, validation_data, batch_size, shuffle, masks):
+def _seeds(seed, size):
+    """One seed per member, from `seed`: an integer, or a sequence of `size` integers."""
+    def integer(value):
+        return not isinstance(value, bool) and isinstance(value, (int, np.integer))
+
+    if integer(seed):
+        return [int(seed)] * size
+    if isinstance(seed, (list, tuple, np.ndarray)) and len(seed) == size and all(integer(s) for s in seed):
+        return [int(s) for s in seed]
+    raise ValueError(f"`seed` must be an integer or a sequence of one integer per member ({size}), got {seed!r}.")
+
+
+def _streams(x, y, validation_data, batch_size, shuffle, masks, seeds):
     """The training stream and the validation stream (or None). With folds as members (`masks`), both run over
     the arrays (x, y) with each example's index as its sample weight, which `Holdout.weigh` turns into the
-    members' rows of weights."""
+    members' rows of weights. With several `seeds`, the training stream is one stream per seed, stacked
+    (`SeededStreams`), and the validation batches are repeated once per seed."""
     if masks is not None:
         index = np.arange(masks.size, dtype="float32")
         return (Stream(x, y, index, batch_size=batch_size, shuffle=shuffle, training=True),
                 Stream(x, y, index, batch_size=batch_size, training=False))
-    train = Stream(x, y, batch_size=batch_size, shuffle=shuffle, training=True)
+    if len(seeds) > 1:
+        train = SeededStreams(lambda: Stream(x, y, batch_size=batch_size, shuffle=shuffle, training=True), seeds)
+    else:
+        train = Stream(x, y, batch_size=batch_size, shuffle=shuffle, training=True)
     if isinstance(validation_data, (tuple, list)) and len(validation_data) not in (2, 3):
         raise ValueError(f"`validation_data` must be (x_val, y_val), (x_val, y_val, sample_weight), a dataset, a "
                          f"PyDataset or None, got a {type(validation_data).__name__} of length "
@@ -98,7 +128,8 @@ def _streams(x, y, validation_data, batch_size, shuffle, masks):
     if validation_data is None:
         return train, None
     val_x, val_y, val_weight = unpack(validation_data)
-    return train, Stream(val_x, val_y, val_weight, batch_size=batch_size, training=False)
+    validation = Stream(val_x, val_y, val_weight, batch_size=batch_size, training=False)
+    return train, (validation if len(seeds) == 1 else Repeated(validation, len(seeds)))
 
 
 class Holdout:

@@ -33,11 +33,14 @@ class Engine(abc.ABC):
     list of stacked metric variables per group) and `optimizer` (one optimizer over the stacked variables).
     """
 
-    def __init__(self, members, first_batch, masked=False):
+    def __init__(self, members, first_batch, masked=False, streams=None):
         self.members = members
         # masked: a batch's sample weights are one row of 0/1 per member (K, B), the examples each member
         # trains or validates on (folds as members: population.driver); else one (B,) weight for all.
         self.masked = masked
+        # streams: repeats as members. Every part of a batch (x, y, sample_weight) is stacked over R streams
+        # (R, B, ...), one per seed, and member k trains on stream `streams[k]` (a (K,) int array); else None.
+        self.streams = None if streams is None else np.asarray(streams, dtype="int32")
         self.models = [m.model for m in members]
         self.template = self.models[0]
         self.size = len(members)
@@ -47,7 +50,10 @@ class Engine(abc.ABC):
         self.trainable, self.non_trainable, self.metric_state, self.optimizer = [], [], [], None
         self._built = set()
         self._reported = set()
-        self._probe(first_batch[0], first_batch[1])
+        x, y = first_batch[:2]
+        if self.streams is not None:  # the first stream's batch
+            x, y = keras.tree.map_structure(lambda a: a[0], x), y[0]
+        self._probe(x, y)
         self.groups = make_groups(self.models)
         self._group_of = {k: gi for gi, g in enumerate(self.groups) for k in g.indices}
         order = [k for g in self.groups for k in g.indices]
@@ -58,7 +64,7 @@ class Engine(abc.ABC):
         self._results = [None] * len(self.groups)
         self._build([g.model for g in self.groups])
         self.shared = self._shared_seed_states()
-        self.forward = Forward(self.template, self.shared)
+        self.forward = Forward(self.template, self.shared, own_inputs=self.streams is not None)
         self._init_state()
         self._probe_groups()
         self._trace_with_retry()
@@ -223,38 +229,55 @@ class Engine(abc.ABC):
         Returns the (K,) vector of member losses in member order, the new non-trainable values and the
         new metric states (one list per group).
         """
+        if self.streams is not None:  # each member's own batch, from its stream
+            x, y, sample_weight = [None if part is None else keras.tree.map_structure(
+                lambda a: take(a, self.streams), part) for part in (x, y, sample_weight)]
         y_pred, new_nt, extra = self.forward(trainable, non_trainable, x, training=training)
         parts, new_state = [], []
+        own = self._own_parts(sample_weight)
         for g, state in zip(self.groups, metric_state):
             preds = take(y_pred, g.take)
             g_extra = [take(e, g.take) for e in extra]
-            weight = take(sample_weight, g.take) if self.masked else sample_weight
-            value, state = self._group_losses(g, (x, y, weight), preds, g_extra, state, training=training)
+            batch = [keras.tree.map_structure(lambda a: take(a, g.take), part) if mine else part
+                     for part, mine in zip((x, y, sample_weight), own)]
+            value, state = self._group_losses(g, batch, own, preds, g_extra, state, training=training)
             parts.append(ops.cast(value, "float32"))
             new_state.append(state)
         losses = parts[0] if len(parts) == 1 else ops.concatenate(parts)
         return take(losses, self.inverse), new_nt, new_state
 
-    def _group_losses(self, g, batch, preds, extra, state, *, training):
-        """Losses (one per member of `g`) and updated metric states of the group's members on `batch`
-        (x, y, sample_weight; with `masked`, one row of sample weights per member)."""
-        masked = self.masked
+    def _own_parts(self, sample_weight):
+        """Which parts of a batch (x, y, sample_weight) hold one row per member: with `streams` all of them
+        (the weight where there is one), with `masked` the weights."""
+        if self.streams is not None:
+            return (True, True, sample_weight is not None)
+        return (False, False, self.masked)
 
-        def own(weight):  # the member's batch
-            return (batch[0], batch[1], weight) if masked else batch
+    def _group_losses(self, g, batch, own, preds, extra, state, *, training):
+        """Losses (one per member of `g`) and updated metric states of the group's members on `batch`
+        (x, y, sample_weight), whose parts flagged in `own` hold one row per member of `g`."""
+        masked = self.masked
+        mine = [i for i, flag in enumerate(own) if flag]
+
+        def member_batch(rows):  # the member's batch, given its rows of the parts that are its own
+            parts = list(batch)
+            for i, row in zip(mine, rows):
+                parts[i] = row
+            return tuple(parts)
 
         if g.mapped:
             params = {name: ops.convert_to_tensor(value) for name, value in g.params.items()}
 
             def one(args):
                 pred, member_params, member_extra, member_state = args[:4]
-                return member_loss(g.model, g.loss, member_params, own(args[4] if masked else None), pred,
+                return member_loss(g.model, g.loss, member_params, member_batch(args[4:]), pred,
                                    member_extra, member_state, training=training, masked=masked)
 
-            return vmap(one, (preds, params, list(extra), list(state)) + ((batch[2],) if masked else ()))
+            return vmap(one, (preds, params, list(extra), list(state)) + tuple(batch[i] for i in mine))
         losses, states = [], []
         for j, model in enumerate(g.models):
-            value, new = member_loss(model, None, None, own(batch[2][j] if masked else None), preds[j],
+            rows = [keras.tree.map_structure(lambda a: a[j], batch[i]) for i in mine]
+            value, new = member_loss(model, None, None, member_batch(rows), preds[j],
                                      [e[j] for e in extra], [s[j] for s in state], training=training,
                                      masked=masked)
             losses.append(value)
@@ -374,7 +397,8 @@ class Engine(abc.ABC):
         first = self.first_batch
         if self.masked:  # the survivors' rows of the first batch's weights
             first = (first[0], first[1], np.asarray(first[2])[np.asarray(rows)])
-        engine = type(self)([self.members[r] for r in rows], first, masked=self.masked)
+        streams = None if self.streams is None else self.streams[np.asarray(rows)]
+        engine = type(self)([self.members[r] for r in rows], first, masked=self.masked, streams=streams)
         index = np.asarray(rows, dtype="int64")
         # A member's slots are the rows of the stacked slot variables; the step count (and a learning-rate
         # variable) are scalars, shared.

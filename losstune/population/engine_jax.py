@@ -12,12 +12,12 @@ from losstune.population.engine import Engine, expand, finite_members, stack_var
 class JaxEngine(Engine):
     """JAX: the stacked state is a tuple of arrays that each jitted step takes and returns."""
 
-    def __init__(self, members, first_batch, masked=False):
+    def __init__(self, members, first_batch, **layout):
         import jax
         import jax.numpy as jnp
 
         self.jax, self.jnp = jax, jnp
-        super().__init__(members, first_batch, masked=masked)
+        super().__init__(members, first_batch, **layout)
 
     def _init_state(self):
         jnp, t, K = self.jnp, self.template, self.size

@@ -20,11 +20,11 @@ def _read(variable):
 class TFEngine(Engine):
     """TensorFlow: stacked `keras.Variable`s updated in place by traced `tf.function` steps."""
 
-    def __init__(self, members, first_batch, masked=False):
+    def __init__(self, members, first_batch, **layout):
         import tensorflow as tf
 
         self.tf = tf
-        super().__init__(members, first_batch, masked=masked)
+        super().__init__(members, first_batch, **layout)
 
     def _init_state(self):
         tf, t, K = self.tf, self.template, self.size
@@ -49,9 +49,11 @@ class TFEngine(Engine):
         from a pipeline that pads per batch, traces once more)."""
         tf = self.tf
 
+        lead = 0 if self.streams is None else 1  # with streams, every part is stacked (R, B, ...)
+
         def spec(t):
             t = tf.convert_to_tensor(t)
-            return tf.TensorSpec((None,) + tuple(t.shape[1:]), t.dtype)
+            return tf.TensorSpec(tuple(t.shape[:lead]) + (None,) + tuple(t.shape[lead + 1:]), t.dtype)
 
         specs = [None if part is None else keras.tree.map_structure(spec, part) for part in self.first_batch]
         if self.masked:  # one row of weights per member: the batch axis is the second

@@ -21,13 +21,17 @@ class Forward:
     trial draws, and TensorFlow needs no per-member loop for the random op (it has no vectorized form of
     StatelessRandomGetKeyCounter / StatelessRandomUniformV2 for a per-member seed, and loops).
 
+    With `own_inputs` (repeats as members), x holds one batch per member, stacked (K, B, ...), and is mapped
+    with the weights; else one batch feeds every member.
+
     When the mapped call fails and `diagnose` is on, the error raised is a `LayerNotMapped` naming the first
     layer whose mapped call fails (see `failing_layer`): a population refused says which layer to change.
     """
 
-    def __init__(self, model, shared, *, diagnose=True):
+    def __init__(self, model, shared, *, own_inputs=False, diagnose=True):
         self.model = model
         self.shared = tuple(shared)
+        self.own_inputs = own_inputs
         self.diagnose = diagnose
         self.mapped_nt = [i for i in range(len(model.non_trainable_variables)) if i not in self.shared]
         # Keras private (3.x): `Layer._call_has_training_arg` says whether `call` takes `training=`; Keras's
@@ -40,19 +44,21 @@ class Forward:
         kwargs = {"training": training} if self.training_arg else {}
 
         def one(args):
-            tr, nt_mapped = args
+            tr, nt_mapped = args[:2]
+            inputs = args[2] if self.own_inputs else x
             nt = [None] * len(model.non_trainable_variables)
             for i, value in zip(self.mapped_nt, nt_mapped):
                 nt[i] = value
             for i, value in shared_values.items():
                 nt[i] = value
-            out, new_nt, losses = model.stateless_call(tr, nt, x, return_losses=True, **kwargs)
+            out, new_nt, losses = model.stateless_call(tr, nt, inputs, return_losses=True, **kwargs)
             losses = [ops.sum(ops.cast(l, keras.config.floatx())) for l in losses]
             return out, [new_nt[i] for i in self.mapped_nt], [new_nt[i] for i in shared], losses
 
         mapped = [non_trainable[i] for i in self.mapped_nt]
         try:
-            out, new_mapped, new_shared, losses = vmap(one, (list(trainable), mapped))
+            elements = (list(trainable), mapped) + ((x,) if self.own_inputs else ())
+            out, new_mapped, new_shared, losses = vmap(one, elements)
         except Exception as error:  # noqa: BLE001  (any failure to map: name the layer, then re-raise)
             layer = failing_layer(self.model) if self.diagnose else None
             if layer is None:

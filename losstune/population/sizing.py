@@ -62,17 +62,19 @@ def _host_free_bytes():
         return None
 
 
-def auto_size(model, batch_size, limit, free_bytes=None):
-    """(K, why): the population size for `model` that `population="auto"` picks: at most `limit` and
-    AUTO_MAX members, and no more than fit in half the free memory at `member_bytes` each (`free_bytes`:
-    default `free_memory_bytes()`; unknown free memory bounds nothing)."""
-    per_member = member_bytes(model, batch_size)
+def auto_size(model, batch_size, limit, free_bytes=None, members_per_trial=1):
+    """(K, why): the population size (trials at once) for `model` that `population="auto"` picks: at most
+    `limit` and AUTO_MAX trials, and no more than fit in half the free memory at `member_bytes` per member
+    (`free_bytes`: default `free_memory_bytes()`; unknown free memory bounds nothing), each trial training
+    `members_per_trial` members at once (its folds or repeats as members)."""
+    per_trial = member_bytes(model, batch_size) * members_per_trial
     free = free_memory_bytes() if free_bytes is None else free_bytes
     size, why = min(limit, AUTO_MAX), f"at most {min(limit, AUTO_MAX)}"
-    megabytes = f"about {per_member / 2**20:.1f} MB per member for {model.count_params():,} parameters"
+    each = "member" if members_per_trial == 1 else f"trial of {members_per_trial} members"
+    megabytes = f"about {per_trial / 2**20:.1f} MB per {each} for {model.count_params():,} parameters"
     if free is None:
         return size, f"{why}; {megabytes}, free memory unknown"
-    fits = int(free // 2 // max(per_member, 1))
+    fits = int(free // 2 // max(per_trial, 1))
     if fits < size:
         size, why = max(fits, 1), f"{fits} fit in half the free memory"
     return size, f"{why}; {megabytes}, {free / 2**20:,.0f} MB free"

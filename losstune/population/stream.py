@@ -9,7 +9,10 @@ a solo `fit` of the same input and seed sees; the pipeline runs once per batch f
 
 from __future__ import annotations
 
+import random
+
 import keras
+import numpy as np
 
 
 def unpack(data):
@@ -72,3 +75,87 @@ def _epoch_iterator(x, y, sample_weight, batch_size, shuffle):
     from keras.src.backend.tensorflow.trainer import TFEpochIterator
 
     return TFEpochIterator(distribute_strategy=tf.distribute.get_strategy(), **kwargs)
+
+
+class SeededStreams:
+    """Repeats as members: one `Stream` of the same input per seed, each as a solo `fit` with that seed draws
+    it, their batches stacked along a new leading (stream) axis, (R, B, ...) for every part of a batch.
+
+    `make()` builds one Stream; it is called right after `keras.utils.set_random_seed(seed)` for each seed in
+    turn, so each stream's order and a pipeline's seeded randomness are those of a solo `fit` with its seed.
+    Keras's array adapter draws an epoch's shuffle from NumPy's global generator as the epoch starts (JAX's
+    path; TensorFlow's fixes its shuffle op's seed when the stream is built), so each stream draws its batches
+    under its own state of NumPy's and Python's global generators, saved between draws: interleaving R
+    streams then draws what R solo runs draw.
+    """
+
+    def __init__(self, make, seeds):
+        self.streams, self.states = [], []
+        for seed in seeds:
+            keras.utils.set_random_seed(int(seed))
+            self.streams.append(make())
+            self.states.append(_global_state())
+
+    @property
+    def steps(self):
+        return self.streams[0].steps
+
+    def epoch(self):
+        """The next epoch's batches of every stream, stacked: (x, y, sample_weight), each part (R, B, ...)."""
+        epochs = [s.epoch() for s in self.streams]
+        while True:
+            batches = [self._draw(i, epoch) for i, epoch in enumerate(epochs)]
+            if all(b is None for b in batches):
+                return
+            if any(b is None for b in batches) or len({_shapes(b) for b in batches}) > 1:
+                raise ValueError("the repeats' streams of one input yield batches of different shapes or numbers; "
+                                 "a population of repeats needs batches of one shape at each step.")
+            yield tuple(None if parts[0] is None else keras.tree.map_structure(lambda *a: stack(a), *parts)
+                        for parts in zip(*batches))
+
+    def _draw(self, i, epoch):
+        saved = _global_state()
+        _set_global_state(self.states[i])
+        try:
+            return next(epoch, None)
+        finally:
+            self.states[i] = _global_state()
+            _set_global_state(saved)
+
+
+class Repeated:
+    """`stream`'s batches repeated `times` along a new leading axis: one input (the validation data) for every
+    stream of a `SeededStreams`."""
+
+    def __init__(self, stream, times):
+        self.stream, self.times = stream, times
+
+    @property
+    def steps(self):
+        return self.stream.steps
+
+    def epoch(self):
+        for batch in self.stream.epoch():
+            yield tuple(None if part is None else keras.tree.map_structure(lambda a: stack([a] * self.times), part)
+                        for part in batch)
+
+
+def stack(values):
+    """Arrays (NumPy, or the backend's tensors from a dataset) stacked along a new leading axis."""
+    if all(isinstance(v, np.ndarray) for v in values):
+        return np.stack(values)
+    return keras.ops.stack([keras.ops.convert_to_tensor(v) for v in values])
+
+
+def _shapes(batch):
+    return tuple(None if part is None else tuple(tuple(a.shape) for a in keras.tree.flatten(part)) for part in batch)
+
+
+def _global_state():
+    """The global generators an input's batches may draw from: NumPy's and Python's."""
+    return np.random.get_state(), random.getstate()
+
+
+def _set_global_state(state):
+    np.random.set_state(state[0])
+    random.setstate(state[1])

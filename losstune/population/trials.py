@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+import keras
 import keras_tuner
 import numpy as np
 
@@ -22,46 +23,75 @@ def same_architecture(members):
     return list(groups.values())
 
 
-def train_members(hypermodel, members, fit, execution, stream, verbose=0):
-    """Train `members` (built by `hypermodel` for `execution`) together, one population per architecture; a
-    group that cannot be one population trains one by one, with one line on `stream` saying why:
+def executions_together(hypermodel, fit):
+    """Whether the executions of a round (KerasTuner's executions_per_trial) train at the same time, as members
+    of one population: with folds (cut from arrays), each pass over the folds; else wherever each seed can
+    iterate the input on its own (arrays, a tf.data.Dataset; not a PyDataset, whose epoch hooks are shared)."""
+    return bool(hypermodel.folds) or not isinstance(fit["x"], keras.utils.PyDataset)
+
+
+def train_members(hypermodel, by_execution, fit, stream, verbose=0):
+    """Train the members of one or several executions together, one population per architecture; a group that
+    cannot be one population trains one member at a time, with one line on `stream` saying why:
     "population: training {n} trial(s) one by one: {reason}".
 
+    * With folds, each pass over the folds (executions e, ..., e + k - 1, e a multiple of k) is one population,
+      folds as members (`_train_fold_pass`).
+    * Else, where `executions_together`, every execution at once, repeats as members: each member draws the
+      data order of its own execution's seed (`train_population(seed=[...])`), as its serial trial does.
+    * Else one execution after another.
+
     Args:
-        hypermodel: a `LossHyperModel` (its `execution_data`, `seed_for`, `build` and `fit` are called with
-            `execution` explicitly; its `execution` attribute is neither read nor set here).
-        members: `Member`s, each carrying the `hyperparameters` its model was built from (a member that
-            trains alone is rebuilt from them).
+        hypermodel: a `LossHyperModel` (its `execution_data`, `seed_for`, `fold_split`, `build` and `fit` are
+            called with each execution explicitly; its `execution` attribute is neither read nor set here).
+        by_execution: {execution: members}, each member built by `hypermodel` for its execution (its seed,
+            and with folds its fold) and carrying the `hyperparameters` its model was built from (a member
+            that trains alone is rebuilt from them).
         fit: x, y, validation_data, epochs, batch_size and shuffle as given to the search (folds are cut
             here); x may be any input `model.fit` takes.
-        execution: which execution (repeat) of the trials this is: its seed, and with folds its fold.
         stream: where the fallback line goes.
         verbose: 0 silent; else the population's plan and epochs, and `fit`'s own output when alone.
 
     Returns:
-        `members`, with `history` and `failure` filled.
+        `by_execution`, its members with `history` and `failure` filled.
     """
-    x, y, validation = hypermodel.execution_data(fit["x"], fit.get("y"), fit.get("validation_data"), execution)
+    executions = sorted(by_execution)
+    if hypermodel.folds:
+        passes = {}
+        for e in executions:
+            passes.setdefault(e // hypermodel.folds, {})[e] = by_execution[e]
+        runs = list(passes.values())
+    elif executions_together(hypermodel, fit):
+        runs = [by_execution]
+    else:
+        runs = [{e: by_execution[e]} for e in executions]
+    for run in runs:
+        (_train_fold_pass if hypermodel.folds else _train_repeats)(hypermodel, run, fit, stream, verbose)
+    return by_execution
+
+
+def _train_repeats(hypermodel, by_execution, fit, stream, verbose):
+    """The members of executions without folds, each with its execution's seed, as one population per
+    architecture (repeats as members when there are several executions)."""
+    executions, members, execution_of = _flatten(by_execution)
+    x, y, validation = hypermodel.execution_data(fit["x"], fit.get("y"), fit.get("validation_data"), executions[0])
 
     def train(group):
         train_population(group, x, y, validation_data=validation, epochs=fit["epochs"],
                          batch_size=fit.get("batch_size"), shuffle=fit.get("shuffle", True),
-                         seed=hypermodel.seed_for(execution), verbose=1 if verbose else 0)
+                         seed=[hypermodel.seed_for(execution_of[id(m)]) for m in group], verbose=1 if verbose else 0)
 
-    return _train_groups(hypermodel, members, {id(m): execution for m in members}, fit, stream, verbose, train)
+    return _train_groups(hypermodel, members, execution_of, fit, stream, verbose, train)
 
 
-def train_fold_members(hypermodel, by_execution, fit, stream, verbose=0):
-    """Folds as members: the members of several fold executions ({execution: members}, each built for its
-    execution) trained together over the whole (x, y), one population per architecture, each member holding
-    out its execution's fold and validating on it (`train_population(holdout=)`). Each member starts from its
-    own execution's initial weights; the batches, and the random layers' draws (Dropout's mask: one for all
-    members, from the first member's seed state), follow the first execution's seed (in fold-by-fold training
-    each fold draws both from its own seed). A group that cannot be one population trains fold by fold,
-    one member at a time, with one line on `stream` saying why."""
-    executions = sorted(by_execution)
-    members = [m for e in executions for m in by_execution[e]]
-    execution_of = {id(m): e for e in executions for m in by_execution[e]}
+def _train_fold_pass(hypermodel, by_execution, fit, stream, verbose):
+    """Folds as members: the members of the executions of one pass over the folds trained together over the
+    whole (x, y), one population per architecture, each member holding out its execution's fold and validating
+    on it (`train_population(holdout=)`). Each member starts from its own execution's initial weights; the
+    batches, and the random layers' draws (Dropout's mask: one for all members, from the first member's seed
+    state), follow the first execution's seed (in fold-by-fold training each fold draws both from its own
+    seed)."""
+    executions, members, execution_of = _flatten(by_execution)
     x, y = fit["x"], fit["y"]
     held = {e: hypermodel.fold_split(y, e)[1] for e in executions}
     # A member keeps (k - 1) / k of each batch: batches k / (k - 1) times larger give it about `batch_size`
@@ -78,6 +108,13 @@ def train_fold_members(hypermodel, by_execution, fit, stream, verbose=0):
                          holdout=holdout, verbose=1 if verbose else 0)
 
     return _train_groups(hypermodel, members, execution_of, fit, stream, verbose, train)
+
+
+def _flatten(by_execution):
+    """(executions in order, their members in that order, {id(member): its execution})."""
+    executions = sorted(by_execution)
+    members = [m for e in executions for m in by_execution[e]]
+    return executions, members, {id(m): e for e in executions for m in by_execution[e]}
 
 
 def _train_groups(hypermodel, members, execution_of, fit, stream, verbose, train):
