@@ -406,6 +406,8 @@ def search(
         population: K > 1 trains K trials at once: the model mapped over K stacked copies of its weights
             (population.py), each member an ordinary trial with the same initial weights, data order and
             result as when trained alone; each batch of the input is drawn once and fed to every member.
+            A round's repeats (`executions_per_trial`, `folds`) and the race's train as members of the same
+            population: K trials x k repeats at once (memory for "auto" counts them).
             Needs equal epochs for every trial (not Hyperband); a model or optimizer that cannot be
             vectorized trains serially, with one line saying why. "auto": as many as `max_trials`, at most
             32; with Bayesian optimization as many as its oracle draws at random first (at least a quarter of

@@ -10,6 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 EXPECT = {"overhead.py": "losstune / KerasTuner", "loss_speed.py": "comparisons within 1.1x", "score_rule.py": "== recipes", "pruning.py": "epochs saved", "population_search.py": "same trial sequence on every side: yes", "population.py": "speed-up",
           "population_layers.py": "| Dense | yes |", "fold_members.py": "rank correlation (Spearman)",
+          "repeat_members.py": "repeats as members against one repeat at a time",
           "quality.py": "95% CI", "prior_splits.py": "split-averaged test macro-F1",
           "conv_step.py": "the tf.data case's conv net"}
 

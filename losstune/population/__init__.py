@@ -26,7 +26,9 @@ Every member stays a real trial:
 * the same initial weights, data order, dropout masks and BatchNormalization statistics as a solo
   `model.fit` with that seed (`Stream` draws the batches through the epoch iterator `fit` uses, once for
   all members, from arrays, a tf.data.Dataset, a PyDataset or a generator; non-trainable variables,
-  moving statistics and seed-generator states, are stacked and updated per member). Results agree with
+  moving statistics and seed-generator states, are stacked and updated per member). Members may have
+  different seeds (repeats as members): the input is then drawn once per seed (`SeededStreams`) and each
+  member is fed its own seed's batch. Results agree with
   solo training up to float rounding (a batched matmul may round differently from a single one);
   tests/test_population.py holds weights after two epochs to 1e-5;
 * its own failure: a member whose loss or gradients become non-finite is frozen from that batch on (its

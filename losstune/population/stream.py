@@ -86,7 +86,9 @@ class SeededStreams:
     Keras's array adapter draws an epoch's shuffle from NumPy's global generator as the epoch starts (JAX's
     path; TensorFlow's fixes its shuffle op's seed when the stream is built), so each stream draws its batches
     under its own state of NumPy's and Python's global generators, saved between draws: interleaving R
-    streams then draws what R solo runs draw.
+    streams then draws what R solo runs draw. From a tf.data.Dataset each stream iterates the same dataset:
+    a pipeline's own randomness (a shuffle that reshuffles on every pass, seeded augmentation) goes on from
+    pass to pass, as over successive solo `fit`s on that dataset in one process.
     """
 
     def __init__(self, make, seeds):
