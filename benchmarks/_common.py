@@ -22,3 +22,23 @@ def table(rows, header):
     lines = ["  ".join(str(c).rjust(w) for c, w in zip(header, widths))]
     lines += ["  ".join(str(c).rjust(w) for c, w in zip(r, widths)) for r in rows]
     return "\n".join(lines)
+
+
+def timed_search(*args, **kwargs):
+    """`losstune.search(*args, **kwargs)` in a fresh temporary directory (removed afterwards), its output
+    discarded: ({each trial's loss: its list of scores}, wall seconds)."""
+    import io
+    import shutil
+    import tempfile
+    import time
+
+    import losstune
+
+    directory = tempfile.mkdtemp()
+    try:
+        start = time.perf_counter()
+        result = losstune.search(*args, directory=directory, stream=io.StringIO(), **kwargs)
+        seconds = time.perf_counter() - start
+        return {t.describe_loss(): list(t.scores) for t in result.trials if t.scores}, seconds
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

@@ -16,10 +16,6 @@ batches of the whole data (its held-out examples weighted 0) in one order.
 """
 
 import argparse
-import io
-import shutil
-import tempfile
-import time
 
 import _common
 import keras
@@ -27,7 +23,6 @@ import numpy as np
 from scipy.stats import spearmanr
 from score_rule import split_data
 
-import losstune
 from losstune.stats import paired_difference
 
 
@@ -37,15 +32,9 @@ def mlp(hp=None):
 
 
 def run(x, y, trials, folds, epochs, population):
-    directory = tempfile.mkdtemp()
-    start = time.perf_counter()
-    result = losstune.search(mlp, x, y, folds=folds, space="imbalanced_multiclass", tuner="random",
-                             max_trials=trials, epochs=epochs, seed=0, race=0, population=population,
-                             directory=directory, stream=io.StringIO())
-    seconds = time.perf_counter() - start
-    scores = {t.describe_loss(): float(np.mean(t.scores)) for t in result.trials if t.scores}
-    shutil.rmtree(directory, ignore_errors=True)
-    return scores, seconds
+    scores, seconds = _common.timed_search(mlp, x, y, folds=folds, space="imbalanced_multiclass", tuner="random",
+                                           max_trials=trials, epochs=epochs, seed=0, race=0, population=population)
+    return {name: float(np.mean(values)) for name, values in scores.items()}, seconds
 
 
 def main():

@@ -14,37 +14,26 @@ against the serial search's (equal up to float rounding is the claim); then the 
 """
 
 import argparse
-import io
-import shutil
-import tempfile
-import time
 
 import _common
 import numpy as np
 from fold_members import mlp
 from score_rule import split_data
 
-import losstune
 from losstune.population import trials as population_trials
 
 
 def run(data, trials, repeats, epochs, population, together=True):
     x, y, x_val, y_val = data
-    directory = tempfile.mkdtemp()
     original = population_trials.executions_together
     if not together:  # one repeat at a time, as before repeats were members (a benchmark-only switch)
         population_trials.executions_together = lambda hypermodel, fit: bool(hypermodel.folds)
     try:
-        start = time.perf_counter()
-        result = losstune.search(mlp, x, y, validation_data=(x_val, y_val), executions_per_trial=repeats,
-                                 space="imbalanced_multiclass", tuner="random", max_trials=trials, epochs=epochs,
-                                 seed=0, race=0, population=population, directory=directory, stream=io.StringIO())
-        seconds = time.perf_counter() - start
+        return _common.timed_search(mlp, x, y, validation_data=(x_val, y_val), executions_per_trial=repeats,
+                                    space="imbalanced_multiclass", tuner="random", max_trials=trials,
+                                    epochs=epochs, seed=0, race=0, population=population)
     finally:
         population_trials.executions_together = original
-    scores = {t.describe_loss(): list(t.scores) for t in result.trials if t.scores}
-    shutil.rmtree(directory, ignore_errors=True)
-    return scores, seconds
 
 
 def main():

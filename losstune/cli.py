@@ -59,8 +59,8 @@ def _search_options(p, trials, epochs, directory, population=1):
                         "best of the baseline and the recipes where it cannot be told apart (0: off; "
                         "default: %(default)s)")
     p.add_argument("--population", type=_population, default=population,
-                   help="train K trials at once, vectorized over stacked weights; auto: as many as fit "
-                        "(default: %(default)s)")
+                   help="train K trials at once, vectorized over stacked weights, with their repeats or folds "
+                        "as members too; auto: as many as fit (default: %(default)s)")
     p.add_argument("--prune", choices=["median", "halving"], default=None,
                    help="median: stop a trial whose objective falls below the median of earlier trials at the "
                         "same epoch; halving: successive halving, only the best third at each rung goes on")
