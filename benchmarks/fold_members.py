@@ -12,6 +12,7 @@ fold by fold, each fold trains on its own subset in its own seed's order; as mem
 batches of the whole data (its held-out examples weighted 0) in one order.
 
     python benchmarks/fold_members.py            # 16 trials x 5 folds x 10 epochs, population 16
+    python benchmarks/fold_members.py --trials 8 # 8 trials x 5 folds x 10 epochs, population 8
     python benchmarks/fold_members.py --quick    # 4 trials x 3 folds x 2 epochs, population 4
 """
 
@@ -40,8 +41,9 @@ def run(x, y, trials, folds, epochs, population):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="4 trials x 3 folds x 2 epochs, population 4")
+    parser.add_argument("--trials", type=int, default=16, help="trials (and population size) of the full run")
     args = parser.parse_args()
-    trials, folds, epochs, size = (4, 3, 2, 4) if args.quick else (16, 5, 10, 16)
+    trials, folds, epochs, size = (4, 3, 2, 4) if args.quick else (args.trials, 5, 10, args.trials)
     x, y = split_data(10)[:2]
     print(_common.machine())
     print(f"long-tailed digits 10:1, {len(y)} examples, folds={folds}; random search, {trials} trials x {epochs} "

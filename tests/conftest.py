@@ -10,7 +10,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 # would put the few-test, slow files (the distributed and the example runs) last. Files not listed keep their
 # order after these.
 HEAVIEST_FIRST = ["test_search.py", "test_examples.py", "test_population_search.py", "test_population_tuners.py",
-                  "test_cli.py", "test_population_layers.py", "test_population_folds.py", "test_population.py",
+                  "test_cli.py", "test_population_jax.py", "test_population_layers.py", "test_population_folds.py",
+                  "test_population.py",
                   "test_distributed.py", "test_reweighting.py", "test_population_inputs.py", "test_tensorboard.py",
                   "test_pruning.py", "test_sampling.py", "test_failures.py", "test_importance.py",
                   "test_tensorboard_server.py", "test_quality.py", "test_population_package.py"]

@@ -317,13 +317,3 @@ out["free"] = free_memory_bytes()
 out["auto"] = auto_size(members[0].model, 32, limit=8)[0]
 print("RESULT" + json.dumps(out))
 """
-
-
-def test_jax_backend_members_match_solo_fits():
-    pytest.importorskip("jax")
-    from tests.helpers import run_jax_script
-
-    out = run_jax_script(JAX_SCRIPT)
-    assert out["same_logs"], out
-    assert out["dw"] <= ATOL and out["dh"] <= RTOL, out
-    assert out["free"] > 0 and out["auto"] == 8, out

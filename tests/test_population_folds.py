@@ -136,14 +136,6 @@ print("RESULT" + json.dumps(out))
 """
 
 
-def test_jax_backend_folds_as_members():
-    pytest.importorskip("jax")
-    from tests.helpers import run_jax_script
-
-    out = run_jax_script(JAX_SCRIPT)
-    assert out["same"] <= 1e-6 and out["moved"] > 1e-3 and out["f1"] <= 1e-5, out
-
-
 def test_a_fold_search_trains_every_fold_of_a_round_as_one_population(tmp_path):
     # folds=3, population=3: the 3 trials x 3 folds of the round are one population of 9 over the whole
     # (x, y); each trial still gets one score per fold, and its checkpoint.

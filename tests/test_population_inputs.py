@@ -225,12 +225,3 @@ for (seed, spec), member in zip(plan, members):
                                                for v, w in zip(model.variables, member.model.variables)])
 print("RESULT" + json.dumps(out))
 """
-
-
-def test_jax_backend_streams_as_fit_does():
-    pytest.importorskip("jax")
-    from tests.helpers import run_jax_script
-
-    out = run_jax_script(JAX_SCRIPT)
-    assert out["arrays"] and out["PyDataset"] and out["restacked"], out
-    assert out["dw"] <= 1e-5 and out["dh"] <= 1e-5 and out["seeds_dw"] <= 1e-5, out

@@ -341,14 +341,3 @@ except NotVectorizable as refusal:
     out["refusal"] = refusal.reason
 print("RESULT" + json.dumps(out))
 """
-
-
-def test_jax_backend_layers_train_as_alone():
-    pytest.importorskip("jax")
-    from tests.helpers import run_jax_script
-
-    out = run_jax_script(JAX_SCRIPT, timeout=300)
-    assert "a layer does not vectorize: HostCall 'host': vmap is only supported" in out.pop("refusal", ""), out
-    assert sorted(out) == sorted(row.id for row in JAX_ROWS), out
-    for name, (dw, variable, dh, logged) in out.items():
-        assert dw <= ATOL and dh <= RTOL, (name, variable, dw, logged, dh)

@@ -265,16 +265,6 @@ print("RESULT" + json.dumps(out))
 """
 
 
-def test_the_jax_engine_traces_eagerly_under_the_same_retry():
-    pytest.importorskip("jax")
-    from tests.helpers import run_jax_script
-
-    out = run_jax_script(JAX_SCRIPT, timeout=300)
-    assert out["retried"] == [[True], [False]], out
-    assert out["refused"] and out["refused"].startswith("a layer does not vectorize"), out
-    assert out["untouched"], out
-
-
 # --------------------------------------------------------------------------------------------------------
 # One architecture key
 # --------------------------------------------------------------------------------------------------------
