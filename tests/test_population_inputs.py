@@ -162,6 +162,32 @@ def test_one_seed_per_member_is_checked_before_training():
     assert all(m.history == {} for m in members)
 
 
+def test_seeded_streams_stack_one_batch_per_seed_and_refuse_unequal_ones():
+    from losstune.population.stream import SeededStreams
+
+    made = []
+
+    class Fake:  # a stream that records the seed set before it was made; with `grow`, each one's batches larger
+        steps = 2
+
+        def __init__(self, grow=False):
+            self.rows = 3 + (len(made) if grow else 0)
+            self.value = float(np.random.uniform())  # drawn from the seed set right before
+            made.append(self)
+
+        def epoch(self):
+            for _ in range(self.steps):
+                yield np.full((self.rows, 2), self.value, "float32"), np.zeros(self.rows), None
+
+    batches = list(SeededStreams(Fake, [1, 2, 1]).epoch())
+    assert len(batches) == 2 and batches[0][0].shape == (3, 3, 2) and batches[0][2] is None
+    values = [float(batches[0][0][r, 0, 0]) for r in range(3)]
+    assert values[0] == values[2] != values[1]  # each stream made right after its own seed
+    made.clear()
+    with pytest.raises(ValueError, match="batches of different shapes or numbers"):
+        list(SeededStreams(lambda: Fake(grow=True), [1, 2]).epoch())
+
+
 def test_an_input_without_batches_is_refused_before_training():
     members = [Member(compiled(mlp, make_loss(spec))) for spec in MLP_MEMBERS[:2]]
     empty = tf.data.Dataset.from_tensor_slices((XT[:0], YT[:0])).batch(BATCH)

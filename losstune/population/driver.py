@@ -35,8 +35,8 @@ def train_population(members, x, y=None, *, validation_data=None, epochs, batch_
             data order (the input's shuffling is drawn as `fit` draws it). Or one seed per member (repeats as
             members): members of different seeds each see the batches a solo `fit` with their own seed sees,
             drawn from one stream of the input per seed (`stream.SeededStreams`; arrays or a tf.data.Dataset),
-            and the validation batches are shared. Each member's random layers
-            draw from its own model's seed state, as when it trains alone.
+            and the validation batches are shared. Each member's random layers draw from its own model's
+            seed state, as when it trains alone.
         holdout: None, or folds as members: a (K, n) boolean array over the n examples of the arrays (x, y),
             True where example i is held out of member k. Each member then trains on the batches of the whole
             (x, y) with its held-out examples weighted 0 (its loss is the mean over the examples it keeps:
