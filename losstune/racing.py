@@ -52,10 +52,12 @@ def race(hypermodel, result, fit, size, *, scoring, together, stream, verbose=0)
     rounds = [pending] if together and executions_together(hypermodel, fit) else [[e] for e in pending]
     for executions in rounds:
         runs = [(e, [t for t in candidates if len(records[t.trial_id].scores) <= e]) for e in executions]
-        outcome_lists = retrain_executions(
-            hypermodel, [(e, [_candidate(result, t, e, predictions.validation_arrays(hypermodel, fit, e))
-                              for t in due]) for e, due in runs],
-            fit, scoring=scoring, together=together, stream=stream, verbose=verbose)
+        trainings = []
+        for e, due in runs:
+            validation = predictions.validation_arrays(hypermodel, fit, e)  # once per execution: its fold
+            trainings.append((e, [_candidate(result, t, e, validation) for t in due]))
+        outcome_lists = retrain_executions(hypermodel, trainings, fit, scoring=scoring, together=together,
+                                           stream=stream, verbose=verbose)
         for (execution, due), outcomes in zip(runs, outcome_lists):
             for t, outcome in zip(due, outcomes):
                 _record(result, t, records[t.trial_id], outcome, execution, target, scoring, logdir, stream)
